@@ -1,0 +1,62 @@
+"""Building blocks shared by the billing models: money fields, public ids, timestamps, singletons."""
+
+import uuid
+from decimal import Decimal
+
+from django.core.validators import MinValueValidator
+from django.db import models
+
+
+def money_field(**kwargs) -> models.DecimalField:
+    """An amount in the currency's major unit, rounded to the cent: DecimalField(14, 2)."""
+    kwargs.setdefault("default", Decimal("0.00"))
+    return models.DecimalField(max_digits=14, decimal_places=2, **kwargs)
+
+
+def unit_price_field(**kwargs) -> models.DecimalField:
+    """A unit price, kept to four places so per-unit prices of metered usage stay exact."""
+    kwargs.setdefault("validators", [MinValueValidator(Decimal("0"))])
+    return models.DecimalField(max_digits=19, decimal_places=4, **kwargs)
+
+
+def percent_field(**kwargs) -> models.DecimalField:
+    """A percentage such as 19.00 (not 0.19)."""
+    kwargs.setdefault("default", Decimal("0.00"))
+    kwargs.setdefault("validators", [MinValueValidator(Decimal("0"))])
+    return models.DecimalField(max_digits=6, decimal_places=3, **kwargs)
+
+
+class PublicIdModel(models.Model):
+    """A model whose rows can appear in URLs: they do so by an opaque UUID, never by pk."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+
+    class Meta:
+        abstract = True
+
+
+class TimeStampedModel(models.Model):
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class SingletonModel(models.Model):
+    """A settings row that exists once per deployment (pk = 1, enforced by the database)."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+
+    class Meta:
+        abstract = True
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(id=1), name="%(app_label)s_%(class)s_singleton"
+            ),
+        ]
+
+    @classmethod
+    def load(cls):
+        obj, _ = cls.objects.get_or_create(pk=1)
+        return obj

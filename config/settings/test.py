@@ -1,0 +1,39 @@
+"""The test suite: PostgreSQL and Redis, as in production; fast hashing; in-memory email."""
+
+import os
+
+import dj_database_url
+
+from config import env
+from config.settings.base import *  # noqa: F403
+from config.settings.base import DATABASES
+
+SECRET_KEY = "test-only-key-8f3a1c5e7b9d2f4a6c8e0b1d3f5a7c9e"  # noqa: S105
+DEBUG = False
+DATABASES["default"] = dj_database_url.parse(
+    env.DATABASE_URL
+    if env.DATABASE_URL.startswith("postgres")
+    else "postgres://postgres@127.0.0.1:5432/postgres"
+)
+# Parallel checkouts (or helpers) can keep their test databases apart with TEST_DB_NAME.
+DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DB_NAME", "test_billing")}
+
+REDIS_URL = env.REDIS_URL or "redis://127.0.0.1:6379/15"
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "test",
+    }
+}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+CELERY_BROKER_URL = env.CELERY_BROKER_URL or REDIS_URL
+CELERY_BROKER_TRANSPORT_OPTIONS = {}
+CELERY_TASK_ALWAYS_EAGER = False
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+ACCOUNT_DEFAULT_HTTP_PROTOCOL = "http"
+SECURE_SSL_REDIRECT = False

@@ -1,0 +1,20 @@
+"""Top-level URLs: /portal/ customers, /accounts/ login and MFA, /admin/ staff, /healthz."""
+
+from django.contrib import admin
+from django.http import HttpResponse
+from django.urls import include, path
+from django.views.decorators.cache import never_cache
+from django.views.generic import RedirectView
+
+
+@never_cache
+def healthz(request):
+    return HttpResponse("ok", content_type="text/plain")
+
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="account_login", permanent=False)),
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("accounts/", include("allauth.urls")),
+]

@@ -14,6 +14,7 @@ from billing.models.payments import (
     PaymentMethod,
     Refund,
 )
+from billing.models.sandbox import SandboxCard, SandboxCharge
 from billing.models.subscriptions import (
     ScheduledChange,
     Subscription,
@@ -46,6 +47,8 @@ __all__ = [
     "PriceListItem",
     "Product",
     "Refund",
+    "SandboxCard",
+    "SandboxCharge",
     "ScheduledChange",
     "Subscription",
     "SubscriptionAddon",

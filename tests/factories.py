@@ -248,6 +248,7 @@ class InvoiceFactory(DjangoModelFactory):
 
     class Meta:
         model = m.Invoice
+        skip_postgeneration_save = True
 
     customer = factory.SubFactory(CustomerFactory)
     kind = InvoiceKind.ONE_TIME
@@ -257,6 +258,8 @@ class InvoiceFactory(DjangoModelFactory):
     issue_date = TODAY
     due_date = factory.LazyAttribute(lambda o: o.issue_date + datetime.timedelta(days=14))
     subtotal = Decimal("100.00")
+    discount_total = Decimal("0.00")
+    tax_total = Decimal("0.00")
     total = factory.LazyAttribute(lambda o: o.subtotal - o.discount_total + o.tax_total)
 
     class Params:

@@ -153,7 +153,8 @@ class Coupon(TimeStampedModel):
                 name="coupon_percent_in_range",
             ),
             models.CheckConstraint(
-                condition=~Q(duration=CouponDuration.REPEATING) | Q(duration_cycles__gte=1),
+                condition=~Q(duration=CouponDuration.REPEATING)
+                | Q(duration_cycles__isnull=False, duration_cycles__gte=1),
                 name="coupon_repeating_has_cycles",
             ),
         ]

@@ -200,16 +200,16 @@ CONTENT_SECURITY_POLICY = {
 
 # ----------------------------------------------------------------------------- jobs
 CELERY_BROKER_URL = env.CELERY_BROKER_URL or "filesystem://"
-CELERY_BROKER_TRANSPORT_OPTIONS = (
-    {}
-    if env.CELERY_BROKER_URL
-    else {
-        "data_folder_in": str(VAR_DIR / "broker" / "queue"),
-        "data_folder_out": str(VAR_DIR / "broker" / "queue"),
-        "processed_folder": str(VAR_DIR / "broker" / "processed"),
+CELERY_BROKER_TRANSPORT_OPTIONS = {}
+if not env.CELERY_BROKER_URL:
+    # The embedded broker: kombu's filesystem transport, one folder of message files.
+    _broker_queue = VAR_DIR / "broker" / "queue"
+    _broker_queue.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_queue),
+        "data_folder_out": str(_broker_queue),
         "store_processed": False,
     }
-)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

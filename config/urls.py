@@ -1,6 +1,7 @@
 """Top-level URLs: /portal/ customers, /accounts/ login and MFA, /admin/ staff, /healthz."""
 
 from django.contrib import admin
+from django.db import DatabaseError, connection
 from django.http import HttpResponse
 from django.urls import include, path
 from django.views.decorators.cache import never_cache
@@ -9,6 +10,11 @@ from django.views.generic import RedirectView
 
 @never_cache
 def healthz(request):
+    """For load balancers: 200 when the database answers, 503 when it does not."""
+    try:
+        connection.ensure_connection()
+    except DatabaseError:
+        return HttpResponse("database unavailable", status=503, content_type="text/plain")
     return HttpResponse("ok", content_type="text/plain")
 
 

@@ -4,18 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('billing', '0003_sandbox_gateway_ledger'),
+        ("billing", "0003_sandbox_gateway_ledger"),
     ]
 
     operations = [
         migrations.RemoveConstraint(
-            model_name='coupon',
-            name='coupon_repeating_has_cycles',
+            model_name="coupon",
+            name="coupon_repeating_has_cycles",
         ),
         migrations.AddConstraint(
-            model_name='coupon',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('duration', 'repeating'), _negated=True), models.Q(('duration_cycles__gte', 1), ('duration_cycles__isnull', False)), _connector='OR'), name='coupon_repeating_has_cycles'),
+            model_name="coupon",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("duration", "repeating"), _negated=True),
+                    models.Q(("duration_cycles__gte", 1), ("duration_cycles__isnull", False)),
+                    _connector="OR",
+                ),
+                name="coupon_repeating_has_cycles",
+            ),
         ),
     ]

@@ -10,9 +10,12 @@ and no error message, log line or ``repr`` may contain them.
 """
 
 import abc
+import datetime
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import ClassVar, Literal
+
+from django.views.decorators.debug import sensitive_variables
 
 from billing.enums import DeclineKind, PaymentStatus, RefundStatus
 from billing.errors import BillingError
@@ -191,3 +194,88 @@ def validate_idempotency_key(idempotency_key: str) -> str:
     if len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
         raise ValueError(f"idempotency_key must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
     return idempotency_key
+
+
+# ----------------------------------------------------------------------------- card checks
+# Messages a customer sees next to the field; they never echo what was typed.
+CARD_NUMBER_INVALID = "The card number is not valid. Please check it and try again."
+CARD_EXPIRY_INVALID = "The expiry date is not valid. Please check it and try again."
+CARD_EXPIRED = "This card has expired. Please use a different card."
+CARD_CVC_INVALID = "The security code (CVC) must be the 3 or 4 digits on your card."
+# Issuers print expiry years a few years ahead; decades ahead is a typo.
+MAX_EXPIRY_YEARS_AHEAD = 20
+
+
+@sensitive_variables("number", "digits")
+def card_number_digits(number: str) -> str:
+    """The card number's digits, spaces and dashes removed; ``CardInvalid`` unless Luhn-valid.
+
+    The result is the card number: keep it in a local called ``number`` or ``digits`` (Django's
+    error reports hide those), never store, log or put it in a message.
+    """
+    digits = number.replace(" ", "").replace("-", "") if isinstance(number, str) else ""
+    # isascii() first: str.isdigit() accepts other scripts' digits, which no card uses.
+    if not (digits.isascii() and digits.isdigit() and 12 <= len(digits) <= 19):
+        raise CardInvalid(CARD_NUMBER_INVALID, field="number")
+    if not luhn_valid(digits):
+        raise CardInvalid(CARD_NUMBER_INVALID, field="number")
+    return digits
+
+
+@sensitive_variables("digits")
+def luhn_valid(digits: str) -> bool:
+    """The Luhn checksum every card number carries, catching most typos."""
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = ord(char) - ord("0")
+        if position % 2 == 1:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+@sensitive_variables("digits")
+def card_brand(digits: str) -> str:
+    """The card network, from the number's prefix (IIN ranges); "Card" when none matches."""
+    two, four = int(digits[:2]), int(digits[:4])
+    if digits.startswith("4"):
+        return "Visa"
+    if 51 <= two <= 55 or 2221 <= four <= 2720:
+        return "Mastercard"
+    if two in (34, 37):
+        return "American Express"
+    if digits.startswith(("6011", "65")) or 644 <= int(digits[:3]) <= 649:
+        return "Discover"
+    if 3528 <= four <= 3589:
+        return "JCB"
+    if two in (36, 38, 39) or 300 <= int(digits[:3]) <= 305:
+        return "Diners Club"
+    return "Card"
+
+
+def card_expiry(*, exp_month: int, exp_year: int, today: datetime.date) -> tuple[int, int]:
+    """The expiry as (month, four-digit year); ``CardInvalid(field="exp")`` if wrong or past.
+
+    A card is valid through the last day of its expiry month. Two-digit years mean 20YY.
+    """
+    valid_types = all(type(value) is int for value in (exp_month, exp_year))
+    if not valid_types or not 1 <= exp_month <= 12 or exp_year < 0:
+        raise CardInvalid(CARD_EXPIRY_INVALID, field="exp")
+    year = exp_year + 2000 if 0 <= exp_year <= 99 else exp_year
+    if year > today.year + MAX_EXPIRY_YEARS_AHEAD:
+        raise CardInvalid(CARD_EXPIRY_INVALID, field="exp")
+    if card_expired(exp_month=exp_month, exp_year=year, today=today):
+        raise CardInvalid(CARD_EXPIRED, field="exp")
+    return exp_month, year
+
+
+def card_expired(*, exp_month: int, exp_year: int, today: datetime.date) -> bool:
+    """Whether ``today`` is after the card's expiry month."""
+    return (exp_year, exp_month) < (today.year, today.month)
+
+
+@sensitive_variables("cvc")
+def card_cvc_check(cvc: str) -> None:
+    """``CardInvalid(field="cvc")`` unless the CVC is 3 or 4 ASCII digits."""
+    if not (isinstance(cvc, str) and cvc.isascii() and cvc.isdigit() and 3 <= len(cvc) <= 4):
+        raise CardInvalid(CARD_CVC_INVALID, field="cvc")

@@ -136,7 +136,21 @@ class InvoicePaymentLock(models.Model):
 
 
 class Refund(PublicIdModel, TimeStampedModel):
+    """Money returned through the gateway that took it.
+
+    Without a credit note it pays out the payment's unapplied part (an overpayment); with one it
+    pays out that credit note's remaining balance (how a paid invoice is refunded: credit it,
+    then refund the credit), so every balance stays a sum of rows.
+    """
+
     payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
+    credit_note = models.ForeignKey(
+        "billing.CreditNote",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="refunds",
+    )
     amount = money_field()
     status = models.CharField(max_length=10, choices=RefundStatus, default=RefundStatus.PENDING)
     reason = models.CharField(max_length=300, blank=True)

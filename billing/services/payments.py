@@ -33,7 +33,14 @@ from billing.errors import (
     PaymentInProgress,
     ValidationFailed,
 )
-from billing.gateways import ChargeResult, GatewayError, GatewayTimeout, get_gateway
+from billing.gateways import (
+    CardUnknown,
+    ChargeResult,
+    GatewayError,
+    GatewayTimeout,
+    IdempotencyConflict,
+    get_gateway,
+)
 from billing.lifecycle import assert_transition
 from billing.models import (
     CreditNote,
@@ -250,16 +257,18 @@ def _charge(payment: Payment) -> ChargeResult | None:
             currency=payment.currency,
             idempotency_key=payment.idempotency_key,
         )
-    except GatewayTimeout:
+    except (GatewayTimeout, IdempotencyConflict):
+        # Unknown outcome (or the key already holds a charge we don't recognise): reconcile by
+        # key later; marking it failed could hide money already taken.
         return None
-    except GatewayError as error:
+    except CardUnknown as error:
         return ChargeResult(
             status=PaymentStatus.FAILED,
             reference="",
             idempotency_key=payment.idempotency_key,
             amount=payment.amount,
             currency=payment.currency,
-            failure_code=type(error).__name__,
+            failure_code="card_unknown",
             failure_message=error.message,
         )
 
@@ -274,10 +283,10 @@ def payment_collect(
 ) -> Payment:
     """Charge a card for one or many invoices (the payer's and its visible children's).
 
-    Returns the payment whatever the outcome; callers show ``failure_message`` on failure.
+    Call it outside any transaction (DESIGN rule 7): step 1 must be committed before the
+    gateway is called. Returns the payment whatever the outcome; callers show
+    ``failure_message`` on failure.
     """
-    if transaction.get_connection().in_atomic_block:
-        raise RuntimeError("payment_collect must not run inside a transaction (DESIGN rule 7)")
     payment, created = payment_begin(
         payer=payer,
         invoices=invoices,
@@ -451,6 +460,9 @@ def payment_refund(
                 idempotency_key=refund.idempotency_key,
             )
             status, reference = result.status, result.reference
+        except GatewayTimeout:
+            # Outcome unknown: the refund stays pending and is retried under the same key.
+            return refund
         except GatewayError:
             status, reference = RefundStatus.FAILED, ""
     else:

@@ -60,3 +60,18 @@ class SingletonModel(models.Model):
     def load(cls):
         obj, _ = cls.objects.get_or_create(pk=1)
         return obj
+
+
+US_COUNTRY_NAMES = {"us", "usa", "united states", "united states of america"}
+
+
+def format_address(
+    *, line1: str, line2: str, city: str, state: str, postal_code: str, country: str
+) -> list[str]:
+    """Address lines as a letter prints them: "New York, NY 10118" in the US, "10115 Berlin" elsewhere."""
+    if country.strip().lower() in US_COUNTRY_NAMES:
+        locality = ", ".join(p for p in (city, " ".join(p for p in (state, postal_code) if p)) if p)
+        lines = [line1, line2, locality, country]
+    else:
+        lines = [line1, line2, " ".join(p for p in (postal_code, city) if p), state, country]
+    return [line for line in lines if line]

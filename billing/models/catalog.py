@@ -5,6 +5,7 @@ from decimal import Decimal
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 
 from billing.enums import AddonKind, CouponDuration, DiscountType, Interval, PriceListKind
 from billing.models.base import TimeStampedModel, money_field, percent_field, unit_price_field
@@ -110,10 +111,16 @@ class Addon(TimeStampedModel):
         return f"{self.name} ({self.code})"
 
 
+coupon_code_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9_-]*$", "Letters, digits, '-' and '_' only."
+)
+
+
 class Coupon(TimeStampedModel):
     """A discount a subscription can carry, for one, some or every billing cycle."""
 
-    code = models.CharField(max_length=60, unique=True, validators=[code_validator])
+    # Customers type codes in any case: WELCOME20 and welcome20 are the same coupon.
+    code = models.CharField(max_length=60, unique=True, validators=[coupon_code_validator])
     name = models.CharField(max_length=200)
     discount_type = models.CharField(max_length=10, choices=DiscountType)
     percent_off = percent_field(
@@ -137,6 +144,7 @@ class Coupon(TimeStampedModel):
     class Meta:
         ordering = ["code"]
         constraints = [
+            models.UniqueConstraint(Lower("code"), name="coupon_code_ci_unique"),
             models.CheckConstraint(
                 condition=(
                     Q(

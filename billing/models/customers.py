@@ -8,7 +8,7 @@ from django.db.models import Q
 from django.db.models.functions import Lower
 
 from billing.enums import CustomerStatus, PortalRole
-from billing.models.base import PublicIdModel, TimeStampedModel, percent_field
+from billing.models.base import PublicIdModel, TimeStampedModel, format_address, percent_field
 
 
 class CustomerGroup(TimeStampedModel):
@@ -100,16 +100,26 @@ class Customer(PublicIdModel, TimeStampedModel):
 
     @property
     def billing_address_lines(self) -> list[str]:
-        locality = " ".join(p for p in (self.billing_postal_code, self.billing_city) if p)
-        parts = [
-            self.company_name if self.company_name != self.display_name else "",
-            self.billing_line1,
-            self.billing_line2,
-            locality,
-            self.billing_state,
-            self.billing_country,
-        ]
-        return [p for p in parts if p]
+        company = [self.company_name] if self.company_name not in ("", self.display_name) else []
+        return company + format_address(
+            line1=self.billing_line1,
+            line2=self.billing_line2,
+            city=self.billing_city,
+            state=self.billing_state,
+            postal_code=self.billing_postal_code,
+            country=self.billing_country,
+        )
+
+    @property
+    def shipping_address_lines(self) -> list[str]:
+        return format_address(
+            line1=self.shipping_line1,
+            line2=self.shipping_line2,
+            city=self.shipping_city,
+            state=self.shipping_state,
+            postal_code=self.shipping_postal_code,
+            country=self.shipping_country,
+        )
 
 
 class ContactPerson(PublicIdModel, TimeStampedModel):

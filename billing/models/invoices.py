@@ -2,6 +2,7 @@
 
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Round
 
 from billing.enums import PERIODIC_INVOICE_KINDS, InvoiceKind, InvoiceLineKind, InvoiceStatus
 from billing.models.base import PublicIdModel, TimeStampedModel, money_field, percent_field
@@ -67,8 +68,9 @@ class Invoice(PublicIdModel, TimeStampedModel):
             ),
             models.CheckConstraint(condition=Q(tax_total__gte=0), name="invoice_tax_non_negative"),
             models.CheckConstraint(condition=Q(total__gte=0), name="invoice_total_non_negative"),
+            # Rounded so SQLite, which keeps decimals as binary floats, agrees to the cent.
             models.CheckConstraint(
-                condition=Q(total=F("subtotal") - F("discount_total") + F("tax_total")),
+                condition=Q(total=Round(F("subtotal") - F("discount_total") + F("tax_total"), 2)),
                 name="invoice_total_adds_up",
             ),
             models.CheckConstraint(

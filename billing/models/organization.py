@@ -8,7 +8,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 
 from billing.enums import DocumentKind, MfaPolicy
-from billing.models.base import SingletonModel, percent_field
+from billing.models.base import SingletonModel, format_address, percent_field
 
 currency_code_validator = RegexValidator(
     r"^[A-Z]{3}$", "Use a three-letter ISO 4217 code, e.g. EUR."
@@ -104,9 +104,14 @@ class Organization(SingletonModel):
 
     @property
     def address_lines(self) -> list[str]:
-        locality = " ".join(p for p in (self.postal_code, self.city) if p)
-        parts = [self.address_line1, self.address_line2, locality, self.state, self.country]
-        return [p for p in parts if p]
+        return format_address(
+            line1=self.address_line1,
+            line2=self.address_line2,
+            city=self.city,
+            state=self.state,
+            postal_code=self.postal_code,
+            country=self.country,
+        )
 
 
 class DocumentSequence(models.Model):

@@ -45,7 +45,7 @@ def payment_terms_days(customer: Customer, organization: Organization) -> int:
     return organization.payment_terms_days
 
 
-def _customer_snapshot(customer: Customer) -> dict:
+def customer_snapshot(customer: Customer) -> dict:
     return {
         "name": customer.display_name,
         "company": customer.company_name,
@@ -55,7 +55,7 @@ def _customer_snapshot(customer: Customer) -> dict:
     }
 
 
-def _merchant_snapshot(organization: Organization) -> dict:
+def merchant_snapshot(organization: Organization) -> dict:
     return {
         "name": organization.name,
         "legal_name": organization.legal_name,
@@ -134,8 +134,8 @@ def invoice_finalize(
         invoice.due_date = issue_date + datetime.timedelta(
             days=payment_terms_days(invoice.customer, organization)
         )
-        invoice.billing_details = _customer_snapshot(invoice.customer)
-        invoice.merchant_details = _merchant_snapshot(organization)
+        invoice.billing_details = customer_snapshot(invoice.customer)
+        invoice.merchant_details = merchant_snapshot(organization)
         invoice.status = InvoiceStatus.OPEN
         invoice.finalized_at = timezone.now()
         invoice.save(

@@ -8,6 +8,7 @@ against their payment or credit note, so voiding an invoice hands that money bac
 from decimal import Decimal
 
 from django.db.models import (
+    Case,
     DecimalField,
     ExpressionWrapper,
     F,
@@ -17,6 +18,7 @@ from django.db.models import (
     Subquery,
     Sum,
     Value,
+    When,
 )
 from django.db.models.functions import Coalesce
 
@@ -73,8 +75,13 @@ def invoices_with_amounts(queryset: QuerySet[Invoice] | None = None) -> QuerySet
         amount_paid=invoice_paid_expression(),
         credits_applied=invoice_credited_expression(),
     ).annotate(
-        balance_due=ExpressionWrapper(
-            F("total") - F("amount_paid") - F("credits_applied"), output_field=MONEY
+        # A void invoice owes nothing, whatever was applied to it before.
+        balance_due=Case(
+            When(status=InvoiceStatus.VOID, then=Value(ZERO)),
+            default=ExpressionWrapper(
+                F("total") - F("amount_paid") - F("credits_applied"), output_field=MONEY
+            ),
+            output_field=MONEY,
         )
     )
 

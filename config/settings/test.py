@@ -37,3 +37,5 @@ STORAGES = {
 }
 ACCOUNT_DEFAULT_HTTP_PROTOCOL = "http"
 SECURE_SSL_REDIRECT = False
+# Tests never collect static files; WhiteNoise would only warn about the missing folder.
+MIDDLEWARE = [m for m in MIDDLEWARE if m != "whitenoise.middleware.WhiteNoiseMiddleware"]  # noqa: F405

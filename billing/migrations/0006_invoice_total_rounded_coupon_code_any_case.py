@@ -8,27 +8,53 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('billing', '0005_refund_from_credit_note'),
+        ("billing", "0005_refund_from_credit_note"),
     ]
 
     operations = [
         migrations.RemoveConstraint(
-            model_name='invoice',
-            name='invoice_total_adds_up',
+            model_name="invoice",
+            name="invoice_total_adds_up",
         ),
         migrations.AlterField(
-            model_name='coupon',
-            name='code',
-            field=models.CharField(max_length=60, unique=True, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9][A-Za-z0-9_-]*$', "Letters, digits, '-' and '_' only.")]),
+            model_name="coupon",
+            name="code",
+            field=models.CharField(
+                max_length=60,
+                unique=True,
+                validators=[
+                    django.core.validators.RegexValidator(
+                        "^[A-Za-z0-9][A-Za-z0-9_-]*$", "Letters, digits, '-' and '_' only."
+                    )
+                ],
+            ),
         ),
         migrations.AddConstraint(
-            model_name='coupon',
-            constraint=models.UniqueConstraint(django.db.models.functions.text.Lower('code'), name='coupon_code_ci_unique'),
+            model_name="coupon",
+            constraint=models.UniqueConstraint(
+                django.db.models.functions.text.Lower("code"), name="coupon_code_ci_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='invoice',
-            constraint=models.CheckConstraint(condition=models.Q(('total', django.db.models.functions.math.Round(django.db.models.expressions.CombinedExpression(django.db.models.expressions.CombinedExpression(models.F('subtotal'), '-', models.F('discount_total')), '+', models.F('tax_total')), 2))), name='invoice_total_adds_up'),
+            model_name="invoice",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "total",
+                        django.db.models.functions.math.Round(
+                            django.db.models.expressions.CombinedExpression(
+                                django.db.models.expressions.CombinedExpression(
+                                    models.F("subtotal"), "-", models.F("discount_total")
+                                ),
+                                "+",
+                                models.F("tax_total"),
+                            ),
+                            2,
+                        ),
+                    )
+                ),
+                name="invoice_total_adds_up",
+            ),
         ),
     ]

@@ -94,6 +94,20 @@ class UserAdmin(DjangoUserAdmin):
         ),
     ]
 
+    actions = ["reset_mfa"]
+
+    @admin.action(description="Reset two-factor authentication (the user enrols again)")
+    def reset_mfa(self, request, queryset):
+        from accounts.services import user_mfa_reset
+
+        for user in queryset.order_by("pk"):
+            user_mfa_reset(user=user, actor=request.user)
+        self.message_user(
+            request,
+            f"Two-factor authentication reset for {queryset.count()} user(s). "
+            "They set it up again at their next sign-in.",
+        )
+
     @admin.display(description="portal contact")
     def portal_contact(self, obj: User) -> str:
         contact = getattr(obj, "contact", None)

@@ -220,3 +220,25 @@ def _invitation_email_send(*, contact_id: int) -> None:
         render_to_string("emails/portal_invitation.html", context), "text/html"
     )
     message.send()
+
+
+def user_mfa_reset(*, user: User, actor) -> int:
+    """Staff: remove a user's MFA devices (after verifying who asked), so they enrol again.
+
+    Also lifts the lock a run of wrong codes put on the account.
+    """
+    from accounts.otp import devices_reset
+
+    with transaction.atomic():
+        User.objects.select_for_update().get(pk=user.pk)
+        removed = devices_reset(user)
+        contact = ContactPerson.objects.filter(user=user).select_related("customer").first()
+        event_record(
+            kind="user.mfa_reset",
+            description=f"Two-factor authentication of {user.email} reset by staff",
+            actor=actor,
+            customer=contact.customer if contact else None,
+            before={"devices": removed},
+            after={"devices": 0},
+        )
+    return removed

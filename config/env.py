@@ -63,3 +63,10 @@ SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
 SESSION_IDLE_TIMEOUT = env_int("SESSION_IDLE_TIMEOUT", 30 * 60)
 SESSION_ABSOLUTE_TIMEOUT = env_int("SESSION_ABSOLUTE_TIMEOUT", 12 * 60 * 60)
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+
+# Single sign-on through an OpenID Connect provider (optional).
+OIDC_SERVER_URL = env_str("OIDC_SERVER_URL")
+OIDC_PROVIDER_ID = env_str("OIDC_PROVIDER_ID", "sso")
+OIDC_NAME = env_str("OIDC_NAME", "Single sign-on")
+OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID")
+OIDC_CLIENT_SECRET = env_str("OIDC_CLIENT_SECRET")

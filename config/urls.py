@@ -22,5 +22,5 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="account_login", permanent=False)),
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
-    path("accounts/", include("allauth.urls")),
+    path("accounts/", include("accounts.urls")),
 ]

@@ -1,0 +1,280 @@
+"""Sign-in second factor, enrolment, device management, re-authentication and the profile.
+
+The stage views run between the password step and ``login()``; the others need a signed-in
+user. Every change is a POST with CSRF; GET only shows.
+"""
+
+import django_otp
+from allauth.account.internal.decorators import login_stage_required
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_POST
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from accounts import otp
+from accounts.decorators import mark_reauthenticated, recent_login_required
+from accounts.forms import CodeForm, ProfileForm, ReauthenticateForm, client_ip
+from accounts.stages import OTPStage
+from billing.models import Organization
+from billing.services.events import event_record
+
+BACKUP_CODES_SESSION_KEY = "accounts_new_backup_codes"
+ENROL_DEVICE_SESSION_KEY = "accounts_enrol_device"
+
+
+def _safe_next(request, default: str) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return default
+
+
+def _finish_login(request, device, stage):
+    """The code is good: complete the pending login, then mark this session OTP-verified."""
+    response = stage.exit()
+    if request.user.is_authenticated:
+        django_otp.login(request, device)
+        mark_reauthenticated(request)
+    return response
+
+
+# ----------------------------------------------------------------------------- login stage
+@sensitive_post_parameters("code")
+@login_stage_required(stage=OTPStage.key, redirect_urlname="account_login")
+def otp_verify(request):
+    stage = request._login_stage
+    user = stage.login.user
+    form = CodeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            verified = otp.verify_code(
+                user=user, code=form.cleaned_data["code"], ip=client_ip(request)
+            )
+        except otp.OTPError as error:
+            form.add_error("code", str(error))
+        else:
+            return _finish_login(request, verified.device, stage)
+    return render(
+        request,
+        "accounts/otp_verify.html",
+        {
+            "form": form,
+            "email_codes": Organization.load().email_otp_enabled,
+            "backup_codes_left": otp.backup_codes_left(user),
+        },
+    )
+
+
+@require_POST
+@login_stage_required(stage=OTPStage.key, redirect_urlname="account_login")
+def otp_email_send(request):
+    user = request._login_stage.login.user
+    try:
+        address = otp.email_code_send(user)
+    except otp.OTPError as error:
+        messages.error(request, str(error))
+    else:
+        messages.info(request, f"We emailed a code to {_mask(address)}. It expires in 10 minutes.")
+    return redirect("accounts_otp_verify")
+
+
+def _mask(address: str) -> str:
+    name, _, domain = address.partition("@")
+    return f"{name[:1]}•••@{domain}"
+
+
+@sensitive_post_parameters("code")
+@login_stage_required(stage=OTPStage.key, redirect_urlname="account_login")
+def otp_enrol(request):
+    """Forced enrolment right after the password step: nothing else is reachable until done."""
+    stage = request._login_stage
+    user = stage.login.user
+    device = _enrolment_device(request, user)
+    form = CodeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        if otp.totp_confirm(device=device, code=form.cleaned_data["code"]):
+            request.session.pop(ENROL_DEVICE_SESSION_KEY, None)
+            # Kept in the session for one display; the login redirect goes there first.
+            request.session[BACKUP_CODES_SESSION_KEY] = otp.backup_codes_regenerate(user)
+            _record(user, "user.mfa_enrolled", "Authenticator app set up")
+            return _finish_login(request, TOTPDevice.objects.get(pk=device.pk), stage)
+        form.add_error(
+            "code", "That code is not valid. Check the time on your phone and try again."
+        )
+    return render(request, "accounts/otp_enrol.html", _enrol_context(form, device, forced=True))
+
+
+def _enrolment_device(request, user) -> TOTPDevice:
+    device_id = request.session.get(ENROL_DEVICE_SESSION_KEY)
+    device = (
+        TOTPDevice.objects.filter(pk=device_id, user=user, confirmed=False).first()
+        if device_id
+        else None
+    )
+    if device is None:
+        device = otp.totp_new_device(user)
+        request.session[ENROL_DEVICE_SESSION_KEY] = device.pk
+    return device
+
+
+def _enrol_context(form, device, *, forced: bool) -> dict:
+    import segno
+
+    uri = otp.totp_provisioning_uri(device)
+    return {
+        "form": form,
+        "forced": forced,
+        "secret": otp.totp_secret_base32(device),
+        "qr_data_uri": segno.make(uri, error="m").svg_data_uri(scale=5, border=2),
+    }
+
+
+def _record(user, kind: str, description: str, actor=None) -> None:
+    contact = getattr(user, "contact", None)
+    event_record(
+        kind=kind,
+        description=description,
+        actor=actor or user,
+        customer=contact.customer if contact else None,
+        after={"user": user.email},
+    )
+
+
+# ----------------------------------------------------------------------------- signed in
+@login_required
+def backup_codes_new(request):
+    """Backup codes, shown exactly once right after they were made."""
+    codes = request.session.pop(BACKUP_CODES_SESSION_KEY, None)
+    if not codes:
+        return redirect("accounts_security")
+    response = render(request, "accounts/backup_codes.html", {"codes": codes})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+def security(request):
+    user = request.user
+    return render(
+        request,
+        "accounts/security.html",
+        {
+            "has_totp": otp.has_mfa(user),
+            "backup_codes_left": otp.backup_codes_left(user),
+            "email_codes": Organization.load().email_otp_enabled,
+            "mfa_required": otp.mfa_required(user),
+            "verified": user.is_verified(),
+        },
+    )
+
+
+@sensitive_post_parameters("code")
+@login_required
+def mfa_setup(request):
+    """Set up an authenticator app (or, if one exists, verify it for this session)."""
+    user = request.user
+    if otp.has_mfa(user) and not user.is_verified():
+        form = CodeForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                verified = otp.verify_code(
+                    user=user, code=form.cleaned_data["code"], ip=client_ip(request)
+                )
+            except otp.OTPError as error:
+                form.add_error("code", str(error))
+            else:
+                django_otp.login(request, verified.device)
+                mark_reauthenticated(request)
+                return redirect(_safe_next(request, reverse("accounts_security")))
+        return render(request, "accounts/otp_verify_session.html", {"form": form})
+    if otp.has_mfa(user):
+        return redirect("accounts_security")
+    if otp.mfa_required(user) and not user.is_verified():
+        return _mfa_setup_form(request, user, forced=True)
+    return _mfa_setup_guarded(request)
+
+
+@recent_login_required
+def _mfa_setup_guarded(request):
+    return _mfa_setup_form(request, request.user, forced=False)
+
+
+def _mfa_setup_form(request, user, *, forced: bool):
+    device = _enrolment_device(request, user)
+    form = CodeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        if otp.totp_confirm(device=device, code=form.cleaned_data["code"]):
+            request.session.pop(ENROL_DEVICE_SESSION_KEY, None)
+            confirmed = TOTPDevice.objects.get(pk=device.pk)
+            django_otp.login(request, confirmed)
+            mark_reauthenticated(request)
+            request.session[BACKUP_CODES_SESSION_KEY] = otp.backup_codes_regenerate(user)
+            _record(user, "user.mfa_enrolled", "Authenticator app set up")
+            return redirect("accounts_backup_codes_new")
+        form.add_error(
+            "code", "That code is not valid. Check the time on your phone and try again."
+        )
+    return render(request, "accounts/otp_enrol.html", _enrol_context(form, device, forced=forced))
+
+
+@require_POST
+@login_required
+@recent_login_required
+def backup_codes_regenerate(request):
+    request.session[BACKUP_CODES_SESSION_KEY] = otp.backup_codes_regenerate(request.user)
+    _record(request.user, "user.backup_codes_regenerated", "Backup codes replaced")
+    return redirect("accounts_backup_codes_new")
+
+
+@require_POST
+@login_required
+@recent_login_required
+def mfa_remove(request):
+    user = request.user
+    if otp.mfa_required(user):
+        messages.error(
+            request, "Two-factor authentication is required for your account and cannot be removed."
+        )
+        return redirect("accounts_security")
+    with transaction.atomic():
+        otp.devices_reset(user)
+        _record(user, "user.mfa_removed", "Two-factor authentication removed")
+    messages.success(request, "Two-factor authentication is off. We recommend turning it back on.")
+    return redirect("accounts_security")
+
+
+@sensitive_post_parameters("password", "code")
+@login_required
+def reauthenticate(request):
+    form = ReauthenticateForm(request.POST or None, user=request.user, request=request)
+    if request.method == "POST" and form.is_valid():
+        mark_reauthenticated(request)
+        if form.device is not None:
+            django_otp.login(request, form.device)
+        return HttpResponseRedirect(_safe_next(request, reverse("accounts_profile")))
+    return render(
+        request,
+        "accounts/reauthenticate.html",
+        {"form": form, "next": _safe_next(request, ""), "has_totp": otp.has_mfa(request.user)},
+    )
+
+
+@login_required
+def profile(request):
+    form = ProfileForm(request.POST or None, instance=request.user)
+    if request.method == "POST" and form.is_valid():
+        with transaction.atomic():
+            form.save()
+            _record(request.user, "user.profile_changed", "Name changed")
+        messages.success(request, "Your details are saved.")
+        return redirect("accounts_profile")
+    contact = getattr(request.user, "contact", None)
+    return render(request, "accounts/profile.html", {"form": form, "contact": contact})

@@ -1327,5 +1327,5 @@ class _Seeder:
                     )
 
         for kwargs in ledger.events:
-            event_record(**kwargs)
+            event_record(**kwargs, notify=False)  # history: nobody is emailed about it
         self.count(Event, len(ledger.events))

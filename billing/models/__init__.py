@@ -6,6 +6,7 @@ from billing.models.customers import ContactPerson, Customer, CustomerGroup
 from billing.models.dunning import DunningPolicy, PaymentAttempt
 from billing.models.events import Event
 from billing.models.invoices import Invoice, InvoiceLine
+from billing.models.notifications import Notification
 from billing.models.organization import DocumentSequence, Organization
 from billing.models.payments import (
     InvoicePaymentLock,
@@ -37,6 +38,7 @@ __all__ = [
     "Invoice",
     "InvoiceLine",
     "InvoicePaymentLock",
+    "Notification",
     "Organization",
     "Payment",
     "PaymentAllocation",

@@ -25,6 +25,7 @@ def event_record(
     credit_note=None,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
+    notify: bool = True,
 ) -> Event:
     """Append one event; the customer defaults to the subject's customer so timelines find it."""
     if customer is None:
@@ -35,7 +36,7 @@ def event_record(
         data["before"] = before
     if after is not None:
         data["after"] = after
-    return Event.objects.create(
+    event = Event.objects.create(
         kind=kind,
         description=description[:300],
         actor_kind=actor_kind_for(actor),
@@ -47,3 +48,9 @@ def event_record(
         credit_note=credit_note,
         data=data,
     )
+    # Emails that report this change go out once, after the transaction commits.
+    from billing.notifications import queue_for_event
+
+    if notify:
+        queue_for_event(event)
+    return event

@@ -256,6 +256,7 @@ if not env.CELERY_BROKER_URL:
         "data_folder_in": str(_broker_queue),
         "data_folder_out": str(_broker_queue),
         "store_processed": False,
+        "control_folder": str(VAR_DIR / "broker" / "control"),
     }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
@@ -266,6 +267,18 @@ CELERY_WORKER_MAX_MEMORY_PER_CHILD = 150 * 1024
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
+# A web request that enqueues work must not hang when the broker is down: fail fast, and let
+# the tick pick the work up from the database once the broker is back.
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+CELERY_BEAT_SCHEDULE = {
+    "billing-tick": {"task": "billing.tasks.tick", "schedule": 60.0},
+}
 
 # ----------------------------------------------------------------------------- billing
 PAYMENT_GATEWAY = env.PAYMENT_GATEWAY

@@ -1,0 +1,147 @@
+"""Customer emails. Each is queued once, inside the transaction of the change it reports, and
+sent after commit by a Celery task; the tick sweeps up any whose task never ran (broker down).
+
+Which events email the customer is decided here, in ``EMAIL_ON_EVENT``, so services only record
+what happened and never think about mail.
+"""
+
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.db import transaction
+from django.template.loader import render_to_string
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+
+from billing.models import Event, Notification, Organization
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Kind:
+    template: str  # emails/<template>.txt and .html
+    subject: str  # formatted with the template context
+
+
+KINDS: dict[str, Kind] = {
+    "invoice_issued": Kind("invoice_issued", "Invoice {invoice.number} from {organization.name}"),
+    "payment_receipt": Kind("payment_receipt", "Receipt {payment.receipt_number}: payment received"),
+    "payment_failed": Kind("payment_failed", "Your payment to {organization.name} failed"),
+    "trial_ending": Kind("trial_ending", "Your trial of {subscription.plan.name} ends soon"),
+    "renewal_upcoming": Kind("renewal_upcoming", "Your {subscription.plan.name} subscription renews soon"),
+    "card_expiring": Kind("card_expiring", "Your card on file expires soon"),
+    "subscription_changed": Kind("subscription_changed", "Your subscription was changed"),
+    "subscription_cancelled": Kind("subscription_cancelled", "Your subscription is cancelled"),
+    "subscription_reactivated": Kind("subscription_reactivated", "Your subscription is active again"),
+}
+
+EMAIL_ON_EVENT: dict[str, str] = {
+    "invoice.issued": "invoice_issued",
+    "payment.succeeded": "payment_receipt",
+    "payment.recorded": "payment_receipt",
+    "subscription.past_due": "payment_failed",
+    "dunning.retry_failed": "payment_failed",
+    "subscription.changed": "subscription_changed",
+    "subscription.change_scheduled": "subscription_changed",
+    "subscription.cancelled": "subscription_cancelled",
+    "subscription.cancel_scheduled": "subscription_cancelled",
+    "subscription.reactivated": "subscription_reactivated",
+}
+
+
+def queue_for_event(event: Event) -> Notification | None:
+    kind = EMAIL_ON_EVENT.get(event.kind)
+    if kind is None or event.customer_id is None:
+        return None
+    return notification_queue(
+        kind=kind,
+        key=f"{kind}:event:{event.pk}",
+        customer=event.customer,
+        subscription=event.subscription,
+        invoice=event.invoice,
+        payment=event.payment,
+    )
+
+
+def notification_queue(*, kind: str, key: str, customer, **subjects) -> Notification | None:
+    """Record the email once (by ``key``) and send it after the surrounding transaction commits."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown notification kind {kind!r}")
+    notification, created = Notification.objects.get_or_create(
+        key=key, defaults={"kind": kind, "customer": customer, **subjects}
+    )
+    if created:
+        transaction.on_commit(lambda: enqueue(notification.pk))
+    return notification if created else None
+
+
+def enqueue(notification_id: int) -> None:
+    from billing.tasks import send_notification
+
+    try:
+        send_notification.delay(notification_id)
+    except Exception:  # the broker is down: the tick's sweep sends it later
+        logger.warning("could not enqueue notification %s; the tick will send it", notification_id)
+
+
+def recipients_for(customer) -> list[str]:
+    contacts = [
+        c.email for c in customer.contacts.filter(receives_documents=True).exclude(email="")
+    ]
+    return contacts or [customer.email]
+
+
+def _link(name: str, *args) -> str:
+    try:
+        return settings.SITE_URL.rstrip("/") + reverse(name, args=args)
+    except NoReverseMatch:
+        return ""
+
+
+def notification_send(*, notification_id: int) -> bool:
+    """Render and send; True if it went out now. A sent notification is never sent again."""
+    with transaction.atomic():
+        notification = (
+            Notification.objects.select_for_update()
+            .select_related("customer", "subscription__plan", "invoice", "payment", "payment_method")
+            .get(pk=notification_id)
+        )
+        if notification.sent_at is not None:
+            return False
+        organization = Organization.load()
+        context = {
+            "organization": organization,
+            "customer": notification.customer,
+            "subscription": notification.subscription,
+            "invoice": notification.invoice,
+            "payment": notification.payment,
+            "payment_method": notification.payment_method,
+            "invoice_url": _link("portal:invoice_detail", notification.invoice.public_id)
+            if notification.invoice
+            else "",
+            "subscription_url": _link("portal:subscription_detail", notification.subscription.public_id)
+            if notification.subscription
+            else "",
+            "payment_methods_url": _link("portal:payment_methods"),
+            "portal_url": settings.SITE_URL,
+        }
+        kind = KINDS[notification.kind]
+        subject = kind.subject.format(**context)
+        to = recipients_for(notification.customer)
+        message = EmailMultiAlternatives(
+            subject=subject,
+            body=render_to_string(f"emails/{kind.template}.txt", context),
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            to=to,
+            reply_to=[organization.email] if organization.email else None,
+        )
+        message.attach_alternative(render_to_string(f"emails/{kind.template}.html", context), "text/html")
+        message.send()
+        notification.subject = subject
+        notification.recipients = to
+        notification.sent_at = timezone.now()
+        notification.save(update_fields=["subject", "recipients", "sent_at"])
+    return True

@@ -133,7 +133,7 @@ def credit_notes_with_remaining(
 
 
 def available_credits(customers: list[Customer]) -> tuple[list[CreditNote], list[Payment]]:
-    """Issued credit notes and succeeded payments with money left, oldest first."""
+    """Issued credit notes and succeeded (or refunded) payments with money left, oldest first."""
     notes = list(
         credit_notes_with_remaining(
             CreditNote.objects.filter(customer__in=customers, status=CreditNoteStatus.ISSUED)
@@ -141,9 +141,11 @@ def available_credits(customers: list[Customer]) -> tuple[list[CreditNote], list
         .filter(remaining__gt=0)
         .order_by("issue_date", "id")
     )
+    # A refunded payment can still hold money: a refund paid out from a credit note takes the
+    # note's balance, not the payment's (as customer_balance counts it).
     payments = list(
         payments_with_unapplied(
-            Payment.objects.filter(customer__in=customers, status=PaymentStatus.SUCCEEDED)
+            Payment.objects.filter(customer__in=customers, status__in=COUNTING_PAYMENT_STATUSES)
         )
         .filter(unapplied__gt=0)
         .order_by("created_at", "id")
@@ -187,3 +189,87 @@ def open_invoices(customers: list[Customer]) -> QuerySet[Invoice]:
         .filter(balance_due__gt=0)
         .order_by("due_date", "issue_date", "id")
     )
+
+
+def outstanding_summary(customer_ids, today) -> dict[str, Decimal]:
+    """Total still owed and the overdue part of it, over open invoices, in one query."""
+    rows = invoices_with_amounts(
+        Invoice.objects.filter(
+            customer__in=customer_ids,
+            status__in=(InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE),
+        )
+    ).aggregate(
+        outstanding=Coalesce(Sum("balance_due"), Value(ZERO), output_field=MONEY),
+        overdue=Coalesce(
+            Sum("balance_due", filter=Q(due_date__lt=today)), Value(ZERO), output_field=MONEY
+        ),
+    )
+    return rows
+
+
+def credit_balance_of(customer_id: int) -> Decimal:
+    """Unused credit (credit notes' remaining + unapplied payments) in one query."""
+    notes = (
+        credit_notes_with_remaining(
+            CreditNote.objects.filter(customer_id=customer_id, status=CreditNoteStatus.ISSUED)
+        )
+        .values("customer_id")
+        .annotate(total=Sum("remaining"))
+        .values("total")
+    )
+    payments = (
+        payments_with_unapplied(
+            Payment.objects.filter(customer_id=customer_id, status=PaymentStatus.SUCCEEDED)
+        )
+        .values("customer_id")
+        .annotate(total=Sum("unapplied"))
+        .values("total")
+    )
+    row = (
+        Customer.objects.filter(pk=customer_id)
+        .annotate(
+            credit_notes_left=Coalesce(
+                Subquery(notes, output_field=MONEY), Value(ZERO), output_field=MONEY
+            ),
+            payments_unapplied=Coalesce(
+                Subquery(payments, output_field=MONEY), Value(ZERO), output_field=MONEY
+            ),
+        )
+        .values("credit_notes_left", "payments_unapplied")
+        .first()
+    )
+    return (row["credit_notes_left"] + row["payments_unapplied"]) if row else ZERO
+
+
+def monthly_activity(customer_ids, *, first_month) -> list[dict]:
+    """Amounts billed (finalized, not void) and paid per month since ``first_month``: one query."""
+    from django.db.models.functions import TruncMonth
+
+    billed = (
+        Invoice.objects.filter(customer__in=customer_ids, issue_date__gte=first_month)
+        .exclude(status__in=(InvoiceStatus.DRAFT, InvoiceStatus.VOID))
+        .annotate(month=TruncMonth("issue_date"))
+        .values("month")
+        .annotate(billed=Sum("total"), paid=Value(ZERO, output_field=MONEY))
+        .values("month", "billed", "paid")
+        .order_by()
+    )
+    paid = (
+        Payment.objects.filter(
+            customer__in=customer_ids,
+            status__in=COUNTING_PAYMENT_STATUSES,
+            received_on__gte=first_month,
+        )
+        .annotate(month=TruncMonth("received_on"))
+        .values("month")
+        .annotate(billed=Value(ZERO, output_field=MONEY), paid=Sum("amount"))
+        .values("month", "billed", "paid")
+        .order_by()
+    )
+    by_month: dict = {}
+    for row in billed.union(paid, all=True):
+        month = row["month"]
+        entry = by_month.setdefault(month, {"month": month, "billed": ZERO, "paid": ZERO})
+        entry["billed"] += row["billed"] or ZERO
+        entry["paid"] += row["paid"] or ZERO
+    return [by_month[m] for m in sorted(by_month)]

@@ -64,7 +64,9 @@ SESSION_IDLE_TIMEOUT = env_int("SESSION_IDLE_TIMEOUT", 30 * 60)
 SESSION_ABSOLUTE_TIMEOUT = env_int("SESSION_ABSOLUTE_TIMEOUT", 12 * 60 * 60)
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 
-# Single sign-on through an OpenID Connect provider (optional).
+# Single sign-on through an OpenID Connect provider (optional; off while OIDC_SERVER_URL is empty).
+# OIDC_SERVER_URL is the issuer URL (its /.well-known/openid-configuration is read). Register
+# SITE_URL + /accounts/oidc/<OIDC_PROVIDER_ID>/login/callback/ as the redirect URI at the IdP.
 OIDC_SERVER_URL = env_str("OIDC_SERVER_URL")
 OIDC_PROVIDER_ID = env_str("OIDC_PROVIDER_ID", "sso")
 OIDC_NAME = env_str("OIDC_NAME", "Single sign-on")

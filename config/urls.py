@@ -19,8 +19,9 @@ def healthz(request):
 
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="account_login", permanent=False)),
+    path("", RedirectView.as_view(pattern_name="portal:dashboard", permanent=False)),
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
+    path("portal/", include("portal.urls")),
 ]

@@ -1,6 +1,7 @@
 """What the merchant lets customers do in the portal, and what customers leave there."""
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -105,6 +106,9 @@ class PortalPreferences(SingletonModel):
         return "Portal preferences"
 
 
+WEB_TABS_CACHE_KEY = "portal:web-tabs"
+
+
 class WebTab(models.Model):
     """A merchant link shown in the portal's sidebar."""
 
@@ -118,6 +122,24 @@ class WebTab(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+    def save(self, *args, **kwargs):
+        super().save(*args, **kwargs)
+        cache.delete(WEB_TABS_CACHE_KEY)
+
+    def delete(self, *args, **kwargs):
+        result = super().delete(*args, **kwargs)
+        cache.delete(WEB_TABS_CACHE_KEY)
+        return result
+
+    @classmethod
+    def active_tabs(cls) -> list["WebTab"]:
+        """Shown on every portal page, so kept in the cache until a tab changes."""
+        tabs = cache.get(WEB_TABS_CACHE_KEY)
+        if tabs is None:
+            tabs = list(cls.objects.filter(active=True))
+            cache.set(WEB_TABS_CACHE_KEY, tabs, 300)
+        return tabs
 
 
 class Review(models.Model):

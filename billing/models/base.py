@@ -4,7 +4,8 @@ import uuid
 from decimal import Decimal
 
 from django.core.validators import MinValueValidator
-from django.db import models
+from django.core.cache import cache
+from django.db import models, transaction
 
 
 def money_field(**kwargs) -> models.DecimalField:
@@ -43,6 +44,9 @@ class TimeStampedModel(models.Model):
         abstract = True
 
 
+SINGLETON_CACHE_SECONDS = 300
+
+
 class SingletonModel(models.Model):
     """A settings row that exists once per deployment (pk = 1, enforced by the database)."""
 
@@ -57,9 +61,23 @@ class SingletonModel(models.Model):
         ]
 
     @classmethod
+    def cache_key(cls) -> str:
+        return f"singleton:{cls._meta.label_lower}"
+
+    @classmethod
     def load(cls):
-        obj, _ = cls.objects.get_or_create(pk=1)
+        """The settings row, from the cache when possible: every page reads it, few write it."""
+        obj = cache.get(cls.cache_key())
+        if obj is None:
+            obj, _ = cls.objects.get_or_create(pk=1)
+            cache.set(cls.cache_key(), obj, SINGLETON_CACHE_SECONDS)
         return obj
+
+    def save(self, *args, **kwargs):
+        super().save(*args, **kwargs)
+        cache.delete(self.cache_key())
+        # A transaction that rolls back must not leave its version cached either.
+        transaction.on_commit(lambda: cache.delete(self.cache_key()))
 
 
 US_COUNTRY_NAMES = {"us", "usa", "united states", "united states of america"}

@@ -78,6 +78,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "csp.context_processors.nonce",
                 "billing.context_processors.merchant",
+                "portal.context_processors.portal",
             ],
         },
     },
@@ -134,7 +135,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "account_login"
-LOGIN_REDIRECT_URL = "/accounts/profile/"
+LOGIN_REDIRECT_URL = "/portal/"
 
 ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
 SOCIALACCOUNT_ADAPTER = "accounts.adapter.SocialAccountAdapter"
@@ -150,6 +151,8 @@ ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
 ACCOUNT_LOGIN_ON_PASSWORD_RESET = False  # a reset never skips the second factor
 ACCOUNT_SESSION_REMEMBER = False
 ACCOUNT_PREVENT_ENUMERATION = True
+# A reset asked for an unknown address sends nothing: no mail to strangers, same page either way.
+ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS = False
 ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https"
 ACCOUNT_RATE_LIMITS = {
     "login": "30/m/ip",
@@ -161,13 +164,17 @@ ACCOUNT_RATE_LIMITS = {
     "confirm_email": "1/3m/key",
     "reauthenticate": "10/m/user",
 }
-USERSESSIONS_TRACK_ACTIVITY = True
+# Sessions are recorded at sign-in; tracking every request would cost two writes a page.
+USERSESSIONS_TRACK_ACTIVITY = False
 # Re-authentication (password or code) is fresh for this many seconds before risky actions.
 REAUTHENTICATION_WINDOW = 300
 
+# Single sign-on (OpenID Connect) for existing, invited users only; accounts.adapter has the
+# rules: matched on the IdP's subject, first linked by verified email, never creating users.
 SOCIALACCOUNT_AUTO_SIGNUP = False
 SOCIALACCOUNT_EMAIL_AUTHENTICATION = True
 SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
+SOCIALACCOUNT_STORE_TOKENS = False
 SOCIALACCOUNT_PROVIDERS = {}
 if env.OIDC_SERVER_URL:
     SOCIALACCOUNT_PROVIDERS["openid_connect"] = {
@@ -221,6 +228,8 @@ DEFAULT_FROM_EMAIL = env.DEFAULT_FROM_EMAIL
 SERVER_EMAIL = env.SERVER_EMAIL
 
 # ----------------------------------------------------------------------------- security
+# Sessions read from the cache (Redis in production) and are kept in the database too.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_HTTPONLY = True

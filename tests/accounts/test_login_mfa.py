@@ -20,6 +20,7 @@ pytestmark = pytest.mark.django_db
 PASSWORD = "correct horse battery staple"
 LOGIN = "/accounts/login/"
 PROFILE = "/accounts/profile/"
+PORTAL = "/portal/"
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def is_signed_in(client) -> bool:
 def test_login_without_mfa_optional_policy_signs_in(client, user):
     response = password_step(client)
     assert response.status_code == 302
-    assert response.url == PROFILE
+    assert response.url == PORTAL
     assert is_signed_in(client)
 
 

@@ -1,0 +1,41 @@
+from django.shortcuts import render
+
+from billing import selectors
+from billing.clock import billing_today
+from billing.enums import InvoiceStatus, PaymentStatus, SubscriptionStatus
+from billing.models import Invoice, Payment, Subscription
+from portal.access import portal_view
+from portal.charts import billed_and_paid_chart, last_months
+
+RENEWING = (SubscriptionStatus.LIVE, SubscriptionStatus.PAST_DUE)
+
+
+@portal_view()
+def dashboard(request):
+    portal = request.portal
+    ids = portal.customer_ids
+    today = billing_today()
+    months = last_months(today)
+    recent_invoices = (
+        selectors.invoices_with_amounts(
+            Invoice.objects.filter(customer__in=ids).exclude(status=InvoiceStatus.DRAFT)
+        )
+        .select_related("customer")
+        .order_by("-issue_date", "-id")[:5]
+    )
+    context = {
+        "today": today,
+        "totals": selectors.outstanding_summary(ids, today),
+        "credit": selectors.credit_balance_of(portal.customer.pk),
+        "renewals": Subscription.objects.filter(customer__in=ids, status__in=RENEWING)
+        .select_related("plan", "customer")
+        .order_by("current_term_end", "id")[:5],
+        "recent_invoices": recent_invoices,
+        "recent_payments": Payment.objects.filter(customer__in=ids, status=PaymentStatus.SUCCEEDED)
+        .select_related("customer")
+        .order_by("-received_on", "-id")[:5],
+        "chart": billed_and_paid_chart(
+            selectors.monthly_activity(ids, first_month=months[0]), months
+        ),
+    }
+    return render(request, "portal/dashboard.html", context)

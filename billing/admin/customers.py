@@ -9,12 +9,14 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
 
 from accounts.services import INVITABLE, contact_invite, contacts_invite
+from billing.admin.actions import CUSTOMER_ACTIONS
 from billing.admin.base import (
     TIMESTAMPS,
     ReadOnlyTabularInline,
     admin_changelist_url,
 )
 from billing.admin.confirmation import action_confirmation_response, action_confirmed, action_form
+from billing.admin.object_actions import ObjectActionsMixin, menu_entry
 from billing.errors import BillingError
 from billing.models import (
     ContactPerson,
@@ -190,7 +192,7 @@ class ChildCustomerInline(ReadOnlyTabularInline):
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
+class CustomerAdmin(ObjectActionsMixin, admin.ModelAdmin):
     list_display = [
         "display_name",
         "company_name",
@@ -209,7 +211,14 @@ class CustomerAdmin(admin.ModelAdmin):
     autocomplete_fields = ["group", "parent"]
     readonly_fields = ["public_id", *TIMESTAMPS, "related_records"]
     inlines = [ContactPersonInline, ChildCustomerInline]
-    actions = ["move_to_group", "set_payment_terms", "invite_contacts"]
+    actions = [
+        "move_to_group",
+        "set_payment_terms",
+        "invite_contacts",
+        *(menu_entry(action) for action in CUSTOMER_ACTIONS),
+    ]
+    # One-time charge, offline payment, credit note: confirmation pages (actions.py).
+    object_actions = CUSTOMER_ACTIONS
     fieldsets = [
         (
             "Details",

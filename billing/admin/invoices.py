@@ -20,12 +20,14 @@ from django.db.models import (
 )
 
 from billing import selectors
+from billing.admin.actions import INVOICE_ACTIONS
 from billing.admin.base import (
     TIMESTAMPS,
     CustomerListFilter,
     ReadOnlyTabularInline,
     organization_today,
 )
+from billing.admin.object_actions import ObjectActionsMixin, menu_entry
 from billing.enums import InvoiceStatus
 from billing.models import (
     CreditAllocation,
@@ -155,8 +157,11 @@ class InvoiceAdminForm(forms.ModelForm):
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(admin.ModelAdmin):
+class InvoiceAdmin(ObjectActionsMixin, admin.ModelAdmin):
     form = InvoiceAdminForm
+    # Void, record a payment, credit, charge…: confirmation pages calling services (actions.py).
+    object_actions = INVOICE_ACTIONS
+    actions = [menu_entry(action) for action in INVOICE_ACTIONS]
     list_display = [
         "number_display",
         "customer",

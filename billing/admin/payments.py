@@ -6,12 +6,14 @@ and the gateway, so staff see them here and change at most an internal note.
 
 from django.contrib import admin
 
+from billing.admin.actions import PAYMENT_ACTIONS
 from billing.admin.base import (
     TIMESTAMPS,
     CustomerListFilter,
     ReadOnlyTabularInline,
     ViewOnlyAdminMixin,
 )
+from billing.admin.object_actions import ObjectActionsMixin, menu_entry
 from billing.models import Payment, PaymentAllocation, PaymentAttempt, PaymentMethod, Refund
 
 
@@ -50,7 +52,10 @@ class RefundInline(ReadOnlyTabularInline):
 
 
 @admin.register(Payment)
-class PaymentAdmin(admin.ModelAdmin):
+class PaymentAdmin(ObjectActionsMixin, admin.ModelAdmin):
+    # Refunds go through the payment service from a confirmation page (actions.py).
+    object_actions = PAYMENT_ACTIONS
+    actions = [menu_entry(action) for action in PAYMENT_ACTIONS]
     list_display = [
         "__str__",
         "customer",

@@ -5,7 +5,9 @@ import uuid
 from django import forms
 from django.contrib import admin
 
+from billing.admin.actions import SUBSCRIPTION_ACTIONS
 from billing.admin.base import TIMESTAMPS, CustomerListFilter, ReadOnlyTabularInline
+from billing.admin.object_actions import ObjectActionsMixin, menu_entry
 from billing.models import (
     Event,
     ScheduledChange,
@@ -84,8 +86,11 @@ class SubscriptionAdminForm(forms.ModelForm):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(admin.ModelAdmin):
+class SubscriptionAdmin(ObjectActionsMixin, admin.ModelAdmin):
     form = SubscriptionAdminForm
+    # Cancel, pause, charge…: each a confirmation page that calls the service (actions.py).
+    object_actions = SUBSCRIPTION_ACTIONS
+    actions = [menu_entry(action) for action in SUBSCRIPTION_ACTIONS]
     list_display = [
         "customer",
         "plan",

@@ -1,0 +1,101 @@
+"""Portal forms. They validate input only; business rules live in the services.
+
+Choices that name customer data (subscriptions, branches, contacts) are built by the view from
+rows already scoped by portal.access and carry public ids, so a value outside the customer's
+scope is simply not a valid choice.
+"""
+
+from django import forms
+
+STATUS_CHOICES = [
+    ("", "Any status"),
+    ("open", "Open (unpaid)"),
+    ("overdue", "Overdue"),
+    ("partially_paid", "Partially paid"),
+    ("paid", "Paid"),
+    ("void", "Void"),
+]
+
+
+class DateInput(forms.DateInput):
+    """The browser's date picker; its value is always ISO (YYYY-MM-DD)."""
+
+    input_type = "date"
+
+    def __init__(self, attrs=None):
+        super().__init__(attrs=attrs, format="%Y-%m-%d")
+
+
+class InvoiceFilterForm(forms.Form):
+    status = forms.ChoiceField(choices=STATUS_CHOICES, required=False)
+    issued_from = forms.DateField(label="Issued from", required=False, widget=DateInput)
+    issued_to = forms.DateField(label="Issued to", required=False, widget=DateInput)
+    subscription = forms.ChoiceField(required=False)
+    customer = forms.ChoiceField(label="Branch", required=False)
+
+    def __init__(self, data, subscriptions: dict, customers: dict):
+        """``subscriptions`` and ``customers``: {public id: (pk, label)} inside the scope;
+        no ``customers`` hides the branch filter (a customer without branches)."""
+        super().__init__(data)
+        self.subscription_ids = {key: pk for key, (pk, _label) in subscriptions.items()}
+        self.customer_ids = {key: pk for key, (pk, _label) in customers.items()}
+        self.fields["subscription"].choices = [
+            ("", "All subscriptions"),
+            *((key, label) for key, (_pk, label) in subscriptions.items()),
+        ]
+        if customers:
+            self.fields["customer"].choices = [
+                ("", "All branches"),
+                *((key, label) for key, (_pk, label) in customers.items()),
+            ]
+        else:
+            del self.fields["customer"]
+
+    def filters(self) -> dict:
+        """Keyword arguments for billing.selectors.invoices_of. A field that did not validate
+        is left out (and shown with its error), so the list still answers."""
+        self.is_valid()
+        chosen = self.cleaned_data
+        return {
+            "status": chosen.get("status", ""),
+            "issued_from": chosen.get("issued_from"),
+            "issued_to": chosen.get("issued_to"),
+            "subscription_id": self.subscription_ids.get(chosen.get("subscription")),
+            "customer_id": self.customer_ids.get(chosen.get("customer")),
+        }
+
+    def clean(self):
+        cleaned = super().clean()
+        start, end = cleaned.get("issued_from"), cleaned.get("issued_to")
+        if start and end and start > end:
+            self.add_error("issued_to", "The end date is before the start date.")
+        return cleaned
+
+
+class InvoiceForwardForm(forms.Form):
+    contacts = forms.MultipleChoiceField(
+        label="Send to",
+        widget=forms.CheckboxSelectMultiple,
+        error_messages={
+            "required": "Choose at least one contact.",
+            "invalid_choice": "Choose among your company's contacts.",
+        },
+    )
+
+    def __init__(self, data=None, *, contacts):
+        """``contacts``: the ContactPerson rows (with their customer) the invoice may go to."""
+        super().__init__(data)
+        self.contact_rows = {str(contact.public_id): contact for contact in contacts}
+        # Contacts of a parent and a branch side by side: say whose each one is.
+        several = len({contact.customer_id for contact in self.contact_rows.values()}) > 1
+        self.fields["contacts"].choices = [
+            (
+                key,
+                f"{contact.full_name} <{contact.email}>"
+                + (f" · {contact.customer.display_name}" if several else ""),
+            )
+            for key, contact in self.contact_rows.items()
+        ]
+
+    def clean_contacts(self):
+        return [self.contact_rows[key] for key in self.cleaned_data["contacts"]]

@@ -1,3 +1,4 @@
+from allauth.core import ratelimit
 from django import forms
 from django.contrib.auth import authenticate
 
@@ -40,6 +41,11 @@ class ReauthenticateForm(forms.Form):
 
         data = super().clean()
         password, code = data.get("password"), data.get("code")
+        if (password or code) and not ratelimit.consume(
+            self.request, action="reauthenticate", user=self.user
+        ):
+            # ACCOUNT_RATE_LIMITS["reauthenticate"]: a stolen session cannot guess the password.
+            raise forms.ValidationError("Too many attempts. Wait a minute, then try again.")
         if password:
             if authenticate(self.request, email=self.user.email, password=password) is None:
                 self.add_error("password", "That password is not correct.")

@@ -1,12 +1,15 @@
 """Session lifetime and the MFA policy, enforced on every request of a signed-in user."""
 
 import time
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.http import HttpResponseRedirect
 from django.urls import reverse
+
+from accounts.stages import SSO_TRUSTED_SESSION_KEY
 
 STARTED_KEY = "accounts_session_started"
 SEEN_KEY = "accounts_session_seen"
@@ -31,7 +34,8 @@ class SessionTimeoutMiddleware:
             ):
                 logout(request)
                 messages.info(request, "Your session ended. Please sign in again.")
-                return HttpResponseRedirect(f"{reverse('account_login')}?next={request.path}")
+                query = urlencode({"next": request.path})
+                return HttpResponseRedirect(f"{reverse('account_login')}?{query}")
             # Write at most once a minute, so reads don't save the session on every request.
             if now - seen > 60 or SEEN_KEY not in request.session:
                 request.session[SEEN_KEY] = now
@@ -51,7 +55,7 @@ class MFAPolicyMiddleware:
             user.is_authenticated
             and not user.is_verified()
             and not request.path.startswith(ENROLMENT_PATHS)
-            and not request.session.get("accounts_sso_trusted")
+            and not request.session.get(SSO_TRUSTED_SESSION_KEY)
         ):
             from accounts.otp import mfa_required
 

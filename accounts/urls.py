@@ -1,6 +1,7 @@
 """/accounts/: our MFA and account pages, then allauth's (login, logout, reset, email, SSO).
 
-allauth's email and password-change views are wrapped so they ask for re-authentication first.
+allauth's email, password-change and password-set views are wrapped so they ask for
+re-authentication first.
 """
 
 from allauth.account import views as allauth_views
@@ -29,6 +30,11 @@ urlpatterns = [
         "password/change/",
         recent_login_required(allauth_views.password_change),
         name="account_change_password",
+    ),
+    path(
+        "password/set/",
+        recent_login_required(allauth_views.password_set),
+        name="account_set_password",
     ),
     path("", include("allauth.urls")),
 ]

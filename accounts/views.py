@@ -4,6 +4,8 @@ The stage views run between the password step and ``login()``; the others need a
 user. Every change is a POST with CSRF; GET only shows.
 """
 
+from functools import wraps
+
 import django_otp
 from allauth.account.internal.decorators import login_stage_required
 from django.contrib import messages
@@ -20,21 +22,26 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from accounts import otp
 from accounts.decorators import mark_reauthenticated, recent_login_required
 from accounts.forms import CodeForm, ProfileForm, ReauthenticateForm, client_ip
-from accounts.stages import OTPStage
+from accounts.stages import STEP_ENROL, STEP_URLNAMES, STEP_VERIFY, OTPStage
 from billing.models import Organization
 from billing.services.events import event_record
 
 BACKUP_CODES_SESSION_KEY = "accounts_new_backup_codes"
+# Where to continue after the backup codes were shown (the login's own redirect target).
+BACKUP_CODES_NEXT_SESSION_KEY = "accounts_new_backup_codes_next"
 ENROL_DEVICE_SESSION_KEY = "accounts_enrol_device"
+
+
+def _is_safe_path(request, target: str) -> bool:
+    """A path on this site: never another host, scheme, or a relative-path trick."""
+    return target.startswith("/") and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    )
 
 
 def _safe_next(request, default: str) -> str:
     target = request.POST.get("next") or request.GET.get("next") or ""
-    if url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        return target
-    return default
+    return target if _is_safe_path(request, target) else default
 
 
 def _finish_login(request, device, stage):
@@ -47,8 +54,31 @@ def _finish_login(request, device, stage):
 
 
 # ----------------------------------------------------------------------------- login stage
+def otp_step_required(step: str):
+    """The pending login must be at ``step`` of the OTP stage; other steps go to their own page.
+
+    A login that must verify a code cannot enrol a fresh device instead (which would replace the
+    enrolled one), and one that must enrol cannot skip enrolment with an emailed code.
+    """
+
+    def decorator(view_func):
+        @login_stage_required(stage=OTPStage.key, redirect_urlname="account_login")
+        @wraps(view_func)
+        def wrapper(request, *args, **kwargs):
+            stage = request._login_stage
+            if stage.step not in STEP_URLNAMES:
+                return stage.abort()
+            if stage.step != step:
+                return redirect(stage.urlname)
+            return view_func(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
 @sensitive_post_parameters("code")
-@login_stage_required(stage=OTPStage.key, redirect_urlname="account_login")
+@otp_step_required(STEP_VERIFY)
 def otp_verify(request):
     stage = request._login_stage
     user = stage.login.user
@@ -74,7 +104,7 @@ def otp_verify(request):
 
 
 @require_POST
-@login_stage_required(stage=OTPStage.key, redirect_urlname="account_login")
+@otp_step_required(STEP_VERIFY)
 def otp_email_send(request):
     user = request._login_stage.login.user
     try:
@@ -92,7 +122,7 @@ def _mask(address: str) -> str:
 
 
 @sensitive_post_parameters("code")
-@login_stage_required(stage=OTPStage.key, redirect_urlname="account_login")
+@otp_step_required(STEP_ENROL)
 def otp_enrol(request):
     """Forced enrolment right after the password step: nothing else is reachable until done."""
     stage = request._login_stage
@@ -102,10 +132,15 @@ def otp_enrol(request):
     if request.method == "POST" and form.is_valid():
         if otp.totp_confirm(device=device, code=form.cleaned_data["code"]):
             request.session.pop(ENROL_DEVICE_SESSION_KEY, None)
-            # Kept in the session for one display; the login redirect goes there first.
+            # Kept in the session for one display, right after the login completes.
             request.session[BACKUP_CODES_SESSION_KEY] = otp.backup_codes_regenerate(user)
             _record(user, "user.mfa_enrolled", "Authenticator app set up")
-            return _finish_login(request, TOTPDevice.objects.get(pk=device.pk), stage)
+            response = _finish_login(request, TOTPDevice.objects.get(pk=device.pk), stage)
+            if request.user.is_authenticated and isinstance(response, HttpResponseRedirect):
+                # The codes first, then wherever the login was going (e.g. its ?next=).
+                request.session[BACKUP_CODES_NEXT_SESSION_KEY] = response.url
+                return redirect("accounts_backup_codes_new")
+            return response
         form.add_error(
             "code", "That code is not valid. Check the time on your phone and try again."
         )
@@ -153,9 +188,16 @@ def _record(user, kind: str, description: str, actor=None) -> None:
 def backup_codes_new(request):
     """Backup codes, shown exactly once right after they were made."""
     codes = request.session.pop(BACKUP_CODES_SESSION_KEY, None)
+    next_url = request.session.pop(BACKUP_CODES_NEXT_SESSION_KEY, None) or ""
+    if not _is_safe_path(request, next_url):
+        next_url = ""
     if not codes:
-        return redirect("accounts_security")
-    response = render(request, "accounts/backup_codes.html", {"codes": codes})
+        return redirect(next_url or "accounts_security")
+    response = render(
+        request,
+        "accounts/backup_codes.html",
+        {"codes": codes, "next_url": next_url or reverse("accounts_security")},
+    )
     response["Cache-Control"] = "no-store"
     return response
 

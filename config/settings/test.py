@@ -16,14 +16,16 @@ DATABASES["default"] = dj_database_url.parse(
     else "postgres://postgres@127.0.0.1:5432/postgres"
 )
 # Parallel checkouts (or helpers) can keep their test databases apart with TEST_DB_NAME.
-DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DB_NAME", "test_billing")}
+TEST_DB_NAME = os.environ.get("TEST_DB_NAME", "test_billing")
+DATABASES["default"]["TEST"] = {"NAME": TEST_DB_NAME}
 
 REDIS_URL = env.REDIS_URL or "redis://127.0.0.1:6379/15"
+# Runs sharing one Redis keep their keys (and their cache.clear()) apart by TEST_DB_NAME.
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "tests.redis_cache.RunScopedRedisCache",
         "LOCATION": REDIS_URL,
-        "KEY_PREFIX": "test",
+        "KEY_PREFIX": TEST_DB_NAME,
     }
 }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

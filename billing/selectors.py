@@ -5,10 +5,12 @@ the sum of allocations of issued credit notes. Allocations to a void invoice no 
 against their payment or credit note, so voiding an invoice hands that money back as credit.
 """
 
+from collections.abc import Sequence
 from decimal import Decimal
 
 from django.db.models import (
     Case,
+    DateField,
     DecimalField,
     ExpressionWrapper,
     F,
@@ -28,11 +30,13 @@ from billing.models import (
     CreditNote,
     Customer,
     Invoice,
+    Organization,
     Payment,
     PaymentAllocation,
     Refund,
 )
 from billing.money import ZERO
+from billing.periods import local_date
 
 MONEY = DecimalField(max_digits=14, decimal_places=2)
 # A payment's money counts once it succeeded; a later refund is a separate movement.
@@ -273,3 +277,261 @@ def monthly_activity(customer_ids, *, first_month) -> list[dict]:
         entry["billed"] += row["billed"] or ZERO
         entry["paid"] += row["paid"] or ZERO
     return [by_month[m] for m in sorted(by_month)]
+
+
+# ----------------------------------------------------------------------------- portal invoices
+# Status filters offered by the portal's invoice list. "Open" means still owed (as the dashboard
+# counts it: open or uncollectible), so overdue and partially paid invoices are open too.
+INVOICE_STATUS_FILTERS = ("open", "overdue", "partially_paid", "paid", "void")
+OWED_INVOICE_STATUSES = (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE)
+
+
+def invoices_of(
+    customer_ids,
+    *,
+    today,
+    status: str = "",
+    issued_from=None,
+    issued_to=None,
+    subscription_id: int | None = None,
+    customer_id: int | None = None,
+) -> QuerySet[Invoice]:
+    """Finalized invoices of ``customer_ids`` with their amounts, narrowed by the list filters.
+
+    ``customer_id`` and ``subscription_id`` must already be known to lie inside the caller's
+    scope; ``customer_ids`` keeps the result inside it either way.
+    """
+    queryset = invoices_with_amounts(
+        Invoice.objects.filter(customer__in=customer_ids).exclude(status=InvoiceStatus.DRAFT)
+    )
+    if customer_id is not None:
+        queryset = queryset.filter(customer_id=customer_id)
+    if subscription_id is not None:
+        queryset = queryset.filter(subscription_id=subscription_id)
+    if issued_from is not None:
+        queryset = queryset.filter(issue_date__gte=issued_from)
+    if issued_to is not None:
+        queryset = queryset.filter(issue_date__lte=issued_to)
+    if status == "open":
+        queryset = queryset.filter(status__in=OWED_INVOICE_STATUSES)
+    elif status == "overdue":
+        queryset = queryset.filter(status__in=OWED_INVOICE_STATUSES, due_date__lt=today)
+    elif status == "partially_paid":
+        queryset = queryset.filter(
+            Q(amount_paid__gt=0) | Q(credits_applied__gt=0), status__in=OWED_INVOICE_STATUSES
+        )
+    elif status == "paid":
+        queryset = queryset.filter(status=InvoiceStatus.PAID)
+    elif status == "void":
+        queryset = queryset.filter(status=InvoiceStatus.VOID)
+    return queryset
+
+
+def invoice_keyset_page(
+    queryset: QuerySet[Invoice],
+    *,
+    size: int,
+    older_than: tuple | None = None,
+    newer_than: tuple | None = None,
+) -> tuple[list[Invoice], bool, bool]:
+    """One page of invoices, newest first: (rows, has_newer, has_older), in one query.
+
+    Keyset, not OFFSET: the page after (issue_date, id) starts where the index says, so the
+    last page costs what the first does. ``issue_date <= d`` (or ``>=``) next to the OR lets
+    PostgreSQL use the (customer, -issue_date, -id) index as a range.
+    """
+    if newer_than is not None:
+        day, pk = newer_than
+        rows = list(
+            queryset.filter(issue_date__gte=day)
+            .filter(Q(issue_date__gt=day) | Q(id__gt=pk))
+            .order_by("issue_date", "id")[: size + 1]
+        )
+        has_newer = len(rows) > size
+        return list(reversed(rows[:size])), has_newer, True
+    if older_than is not None:
+        day, pk = older_than
+        queryset = queryset.filter(issue_date__lte=day).filter(Q(issue_date__lt=day) | Q(id__lt=pk))
+    rows = list(queryset.order_by("-issue_date", "-id")[: size + 1])
+    return rows[:size], older_than is not None, len(rows) > size
+
+
+def invoice_settlements(invoice: Invoice) -> dict:
+    """An invoice's lines and the credit notes and payments that count towards it (3 queries).
+
+    The invoice gets ``period_last_day`` (periods are stored end-exclusive, people read them
+    inclusive; line descriptions already name their period); each line gets
+    ``unit_price_shown``: cents, or all four places when a metered unit price needs them.
+    """
+    import datetime
+
+    invoice.period_last_day = (
+        invoice.period_end - datetime.timedelta(days=1) if invoice.period_end else None
+    )
+    lines = list(invoice.lines.all())
+    for line in lines:
+        places = 2 if line.unit_price == line.unit_price.quantize(Decimal("0.01")) else 4
+        line.unit_price_shown = f"{line.unit_price:,.{places}f}"
+    credits = list(
+        CreditAllocation.objects.filter(
+            invoice=invoice, credit_note__status=CreditNoteStatus.ISSUED
+        )
+        .select_related("credit_note")
+        .order_by("created_at", "id")
+    )
+    payments = list(
+        PaymentAllocation.objects.filter(
+            invoice=invoice, payment__status__in=COUNTING_PAYMENT_STATUSES
+        )
+        .select_related("payment")
+        .order_by("payment__received_on", "created_at", "id")
+    )
+    return {"lines": lines, "credits": credits, "payments": payments}
+
+
+def invoice_document(invoice: Invoice, *, organization) -> dict:
+    """What an invoice document prints (detail page, print view, PDF, forwarded PDF).
+
+    ``invoice`` comes from ``invoices_with_amounts``. The snapshots taken at finalization are
+    printed; the live customer and organization only fill in what a snapshot lacks.
+    """
+    return {
+        "invoice": invoice,
+        "merchant": invoice.merchant_details,
+        "bill_to": invoice.billing_details,
+        "organization": organization,
+        **invoice_settlements(invoice),
+    }
+
+
+def credit_application_preview(
+    *, payer_id: int, invoices: Sequence[tuple[Invoice, Decimal]]
+) -> dict[int, list[tuple[int, Decimal]]]:
+    """What unused credit would pay of each invoice before a card is charged, in order.
+
+    ``invoices`` are (invoice, balance due) pairs in the order they are paid (a PaymentQuote's).
+    Each invoice takes its own customer's credit first and then, for a branch's invoice, the
+    payer's: ``{invoice pk: [(credit owner pk, amount), ...]}``. It mirrors
+    ``credits_apply_to_invoice`` (oldest credit first; a payment never pays the same invoice
+    twice), so the confirmation page shows what confirming applies. One query, two when some
+    of the credit is an unapplied payment.
+    """
+    owners = {payer_id} | {invoice.customer_id for invoice, _balance in invoices}
+    notes = (
+        credit_notes_with_remaining(
+            CreditNote.objects.filter(customer_id__in=owners, status=CreditNoteStatus.ISSUED)
+        )
+        .filter(remaining__gt=0)
+        .annotate(kind=Value("note"), left=F("remaining"), day=F("issue_date"))
+        .order_by()  # no ORDER BY inside a UNION (SQLite refuses it); sorted below
+        .values_list("kind", "pk", "customer_id", "left", "day", "created_at")
+    )
+    payments = (
+        payments_with_unapplied(
+            Payment.objects.filter(customer_id__in=owners, status__in=COUNTING_PAYMENT_STATUSES)
+        )
+        .filter(unapplied__gt=0)
+        .annotate(
+            kind=Value("payment"),
+            left=F("unapplied"),
+            day=Value(None, output_field=DateField()),
+        )
+        .order_by()
+        .values_list("kind", "pk", "customer_id", "left", "day", "created_at")
+    )
+    rows = list(notes.union(payments, all=True))
+    if not rows:
+        return {invoice.pk: [] for invoice, _balance in invoices}
+    zone = Organization.load().zone
+    # The order credits_apply_to_invoice spends credit in: notes (by issue date, id) then
+    # payments (by creation), stably sorted by (calendar day, creation time).
+    notes_first = sorted(rows, key=lambda r: (r[0] != "note", r[4] or r[5].date(), r[5], r[1]))
+    sources: dict[int, list[list]] = {}
+    for kind, pk, customer_id, left, day, created_at in notes_first:
+        when = day if kind == "note" else local_date(created_at, zone)
+        sources.setdefault(customer_id, []).append([(when, created_at), kind, pk, left])
+    for owned in sources.values():
+        owned.sort(key=lambda source: source[0])
+    payment_ids = [r[1] for r in rows if r[0] == "payment"]
+    already_paid = (
+        set(
+            PaymentAllocation.objects.filter(
+                payment_id__in=payment_ids, invoice_id__in=[i.pk for i, _b in invoices]
+            ).values_list("payment_id", "invoice_id")
+        )
+        if payment_ids
+        else set()
+    )
+    preview: dict[int, list[tuple[int, Decimal]]] = {}
+    for invoice, balance in invoices:
+        applied_here: list[tuple[int, Decimal]] = []
+        left_to_pay = balance
+        owners_in_order = [invoice.customer_id]
+        if invoice.customer_id != payer_id:
+            owners_in_order.append(payer_id)
+        for owner in owners_in_order:
+            applied = ZERO
+            for source in sources.get(owner, []):
+                if applied >= left_to_pay:
+                    break
+                _when, kind, pk, remaining = source
+                if remaining <= 0 or (kind == "payment" and (pk, invoice.pk) in already_paid):
+                    continue
+                amount = min(remaining, left_to_pay - applied)
+                source[3] = remaining - amount
+                applied += amount
+            if applied:
+                applied_here.append((owner, applied))
+                left_to_pay -= applied
+        preview[invoice.pk] = applied_here
+    return preview
+
+
+def payments_of(
+    customer_ids,
+    *,
+    status: str = "",
+    created_from=None,
+    created_before=None,
+    customer_id: int | None = None,
+) -> QuerySet[Payment]:
+    """Payments of these customers, filtered (the portal's payments list); unordered."""
+    payments = Payment.objects.filter(customer__in=customer_ids)
+    if status:
+        payments = payments.filter(status=status)
+    if created_from is not None:
+        payments = payments.filter(created_at__gte=created_from)
+    if created_before is not None:
+        payments = payments.filter(created_at__lt=created_before)
+    if customer_id is not None:
+        payments = payments.filter(customer_id=customer_id)
+    return payments
+
+
+def payment_keyset_page(
+    queryset: QuerySet[Payment],
+    *,
+    size: int,
+    older_than: tuple | None = None,
+    newer_than: tuple | None = None,
+) -> tuple[list[Payment], bool, bool]:
+    """One page of payments, newest first: (rows, has_newer, has_older), in one query.
+
+    Keyset on (created_at, id), the (customer, -created_at, -id) index: no OFFSET, so the
+    last page costs what the first does.
+    """
+    if newer_than is not None:
+        moment, pk = newer_than
+        rows = list(
+            queryset.filter(created_at__gte=moment)
+            .filter(Q(created_at__gt=moment) | Q(id__gt=pk))
+            .order_by("created_at", "id")[: size + 1]
+        )
+        return list(reversed(rows[:size])), len(rows) > size, True
+    if older_than is not None:
+        moment, pk = older_than
+        queryset = queryset.filter(created_at__lte=moment).filter(
+            Q(created_at__lt=moment) | Q(id__lt=pk)
+        )
+    rows = list(queryset.order_by("-created_at", "-id")[: size + 1])
+    return rows[:size], older_than is not None, len(rows) > size

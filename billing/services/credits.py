@@ -8,20 +8,23 @@ are applied oldest first by allocation rows. A parent's credit can pay a visible
 from decimal import Decimal
 
 from django.db import transaction
+from django.db.models import Sum
 
 from billing.clock import billing_today
 from billing.enums import CreditNoteReason, CreditNoteStatus, DocumentKind, InvoiceStatus
-from billing.errors import InvalidTransition, NotAllowed, ValidationFailed
+from billing.errors import InvalidTransition, NotAllowed, PaymentInProgress, ValidationFailed
 from billing.models import (
     CreditAllocation,
     CreditNote,
     Customer,
     Invoice,
+    InvoicePaymentLock,
     Organization,
     PaymentAllocation,
     Subscription,
 )
 from billing.money import ZERO, round_money
+from billing.periods import local_date
 from billing.selectors import available_credits, credit_notes_with_remaining, invoice_balance
 from billing.services.events import event_record
 from billing.services.numbering import document_number_allocate
@@ -46,11 +49,11 @@ def credit_note_issue(
         raise ValidationFailed("Choose a reason.", field="reason")
     if invoice is not None and invoice.customer_id != customer.pk:
         raise ValidationFailed("That invoice belongs to another customer.", field="invoice")
-    if invoice is not None and amount > invoice.total:
-        raise ValidationFailed(
-            f"A credit note cannot exceed its invoice's total ({invoice.total}).", field="amount"
-        )
     with transaction.atomic():
+        if invoice is not None:
+            # Locked so two credit notes for the same invoice cannot both fit its total.
+            invoice = Invoice.objects.select_for_update(no_key=True).get(pk=invoice.pk)
+            _check_creditable(invoice, amount)
         note = CreditNote.objects.create(
             number=document_number_allocate(kind=DocumentKind.CREDIT_NOTE),
             customer=customer,
@@ -76,11 +79,33 @@ def credit_note_issue(
     return note
 
 
+def _check_creditable(invoice: Invoice, amount: Decimal) -> None:
+    """A credit note corrects a finalized, not voided invoice, and all of its notes together
+    never credit more than the invoice's total."""
+    if invoice.status in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
+        raise ValidationFailed(
+            "Only a finalized invoice that is not void can be credited.", field="invoice"
+        )
+    credited = (
+        CreditNote.objects.filter(invoice=invoice, status=CreditNoteStatus.ISSUED).aggregate(
+            total=Sum("amount")
+        )["total"]
+        or ZERO
+    )
+    creditable = invoice.total - credited
+    if amount > creditable:
+        raise ValidationFailed(
+            f"A credit note cannot exceed what is left to credit on invoice {invoice.number} "
+            f"({invoice.currency} {creditable}).",
+            field="amount",
+        )
+
+
 def credit_note_void(*, credit_note: CreditNote, actor=None) -> CreditNote:
     """Void an unused credit note (one already applied or refunded must stay)."""
     with transaction.atomic():
         note = credit_notes_with_remaining(
-            CreditNote.objects.select_for_update().filter(pk=credit_note.pk)
+            CreditNote.objects.select_for_update(no_key=True).filter(pk=credit_note.pk)
         ).get()
         if note.status != CreditNoteStatus.ISSUED:
             raise InvalidTransition("This credit note is already void.")
@@ -118,17 +143,23 @@ def credits_apply_to_invoice(
     if not _credit_owner_allowed(invoice, owner):
         raise NotAllowed("That customer's credit cannot pay this invoice.")
     with transaction.atomic():
-        Customer.objects.select_for_update().get(pk=owner.pk)
-        invoice = Invoice.objects.select_for_update().get(pk=invoice.pk)
+        Customer.objects.select_for_update(no_key=True).get(pk=owner.pk)
+        invoice = Invoice.objects.select_for_update(no_key=True).get(pk=invoice.pk)
         if invoice.status not in (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE):
             raise InvalidTransition("Credit can only be applied to an unpaid invoice.")
+        if InvoicePaymentLock.objects.filter(invoice=invoice).exists():
+            # A card payment for this balance is in flight: credit now could pay it twice.
+            raise PaymentInProgress()
         _paid, _credited, balance = invoice_balance(invoice)
         wanted = balance if limit is None else min(balance, limit)
         applied = ZERO
         notes, payments = available_credits([owner])
+        # Oldest first by the organization's calendar date (a credit note's issue date is one),
+        # then by the moment it was created.
+        zone = Organization.load().zone
         sources = sorted(
             [(n.issue_date, n.created_at, "note", n) for n in notes]
-            + [(p.created_at.date(), p.created_at, "payment", p) for p in payments],
+            + [(local_date(p.created_at, zone), p.created_at, "payment", p) for p in payments],
             key=lambda source: (source[0], source[1]),
         )
         already_paid_by = set(
@@ -170,6 +201,9 @@ def credits_apply_to_open_invoices(*, customer: Customer, actor=None) -> Decimal
     from billing.selectors import open_invoices
 
     applied = ZERO
-    for invoice in open_invoices([customer]):
-        applied += credits_apply_to_invoice(invoice=invoice, actor=actor)
+    for invoice in open_invoices([customer]).filter(payment_lock__isnull=True):
+        try:
+            applied += credits_apply_to_invoice(invoice=invoice, actor=actor)
+        except PaymentInProgress:
+            continue  # a card payment started meanwhile; its outcome settles the invoice
     return applied

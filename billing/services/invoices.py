@@ -122,9 +122,13 @@ def invoice_finalize(
     """Number the draft from the gapless sequence, copy both parties' details, set the due date."""
     organization = Organization.load()
     with transaction.atomic():
-        Customer.objects.select_for_update().get(pk=invoice.customer_id)
+        Customer.objects.select_for_update(no_key=True).get(pk=invoice.customer_id)
+        # of=("self",): PostgreSQL refuses FOR UPDATE on the nullable side of the outer join to
+        # the customer's group; the customer row is already locked above.
         invoice = (
-            Invoice.objects.select_for_update().select_related("customer__group").get(pk=invoice.pk)
+            Invoice.objects.select_for_update(of=("self",), no_key=True)
+            .select_related("customer__group")
+            .get(pk=invoice.pk)
         )
         if invoice.status != InvoiceStatus.DRAFT:
             raise InvalidTransition("This invoice is already finalized.")
@@ -224,7 +228,7 @@ def invoice_settle(*, invoice: Invoice, actor=None) -> Invoice:
 
 
 def _lock_open_invoice(invoice: Invoice) -> Invoice:
-    invoice = Invoice.objects.select_for_update().get(pk=invoice.pk)
+    invoice = Invoice.objects.select_for_update(no_key=True).get(pk=invoice.pk)
     if InvoicePaymentLock.objects.filter(invoice=invoice).exists():
         raise PaymentInProgress()
     return invoice
@@ -292,14 +296,18 @@ def one_time_charges(
     if unit_price <= 0:
         raise ValidationFailed("The amount must be more than zero.", field="unit_price")
     if quantity <= 0:
-        raise ValidationFailed("The quantity must be at least 1.", field="quantity")
+        raise ValidationFailed("The quantity must be more than zero.", field="quantity")
     book = PriceBook(customer, Organization.load())
+    amount = round_money(unit_price * quantity, book.currency)
+    if amount <= 0:
+        # A fraction of a cent rounds to a zero line, which would be "paid" at once for nothing.
+        raise ValidationFailed("The amount must be at least one cent.", field="unit_price")
     line = LineDraft(
         kind=InvoiceLineKind.ONE_TIME,
         description=description.strip(),
         quantity=quantity,
         unit_price=unit_price,
-        amount=round_money(unit_price * quantity, book.currency),
+        amount=amount,
     )
     return totals([line], book)
 

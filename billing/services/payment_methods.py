@@ -6,10 +6,10 @@ only the token, brand, last 4 and expiry are stored.
 
 from django.db import transaction
 
-from billing.enums import SubscriptionStatus
-from billing.errors import NotAllowed
+from billing.enums import PaymentStatus, SubscriptionStatus
+from billing.errors import NotAllowed, PaymentInProgress
 from billing.gateways import get_gateway
-from billing.models import Customer, PaymentMethod, Subscription
+from billing.models import Customer, Payment, PaymentMethod, Subscription
 from billing.services.events import event_record
 
 # Subscriptions that will still be charged: a card they rely on cannot simply disappear.
@@ -46,7 +46,7 @@ def payment_method_add(
         cardholder_name=cardholder_name,
     )
     with transaction.atomic():
-        Customer.objects.select_for_update().get(pk=customer.pk)
+        Customer.objects.select_for_update(no_key=True).get(pk=customer.pk)
         first = not PaymentMethod.objects.filter(customer=customer).exists()
         if make_default or first:
             PaymentMethod.objects.filter(customer=customer, is_default=True).update(
@@ -81,7 +81,7 @@ def payment_method_add(
 
 def _move_subscriptions(subscriptions, method: PaymentMethod, actor) -> int:
     moved = 0
-    for subscription in subscriptions.select_for_update().order_by("pk"):
+    for subscription in subscriptions.select_for_update(no_key=True).order_by("pk"):
         before = subscription.payment_method_id
         if before == method.pk:
             continue
@@ -99,9 +99,19 @@ def _move_subscriptions(subscriptions, method: PaymentMethod, actor) -> int:
     return moved
 
 
+def _refuse_if_paying(method: PaymentMethod) -> None:
+    """A card with a charge in flight (pending, or unknown until reconciled) must stay: the
+    reconciliation may need to send that charge again under its key."""
+    in_flight = (PaymentStatus.PENDING, PaymentStatus.UNKNOWN)
+    if Payment.objects.filter(method_id=method.pk, status__in=in_flight).exists():
+        raise PaymentInProgress(
+            "A payment with this card is still being processed. Please try again in a few minutes."
+        )
+
+
 def payment_method_set_default(*, method: PaymentMethod, actor=None) -> PaymentMethod:
     with transaction.atomic():
-        Customer.objects.select_for_update().get(pk=method.customer_id)
+        Customer.objects.select_for_update(no_key=True).get(pk=method.customer_id)
         PaymentMethod.objects.filter(customer_id=method.customer_id, is_default=True).exclude(
             pk=method.pk
         ).update(is_default=False)
@@ -121,7 +131,11 @@ def payment_method_replace(*, old: PaymentMethod, new: PaymentMethod, actor=None
     if old.customer_id != new.customer_id or old.pk == new.pk:
         raise NotAllowed("Choose another card of the same account.")
     with transaction.atomic():
-        Customer.objects.select_for_update().get(pk=old.customer_id)
+        Customer.objects.select_for_update(no_key=True).get(pk=old.customer_id)
+        # Re-read under the lock: the caller's copy may predate a change of default card.
+        old = PaymentMethod.objects.get(pk=old.pk)
+        new = PaymentMethod.objects.get(pk=new.pk)
+        _refuse_if_paying(old)
         moved = _move_subscriptions(Subscription.objects.filter(payment_method=old), new, actor)
         if old.is_default:
             PaymentMethod.objects.filter(pk=old.pk).update(is_default=False)
@@ -133,8 +147,9 @@ def payment_method_replace(*, old: PaymentMethod, new: PaymentMethod, actor=None
 def payment_method_remove(*, method: PaymentMethod, actor=None) -> None:
     """Remove a card. Refused while it is the only card of an auto-charged subscription."""
     with transaction.atomic():
-        Customer.objects.select_for_update().get(pk=method.customer_id)
+        Customer.objects.select_for_update(no_key=True).get(pk=method.customer_id)
         method = PaymentMethod.objects.get(pk=method.pk)
+        _refuse_if_paying(method)
         dependants = Subscription.objects.filter(
             payment_method=method, auto_charge=True, status__in=CHARGEABLE_STATUSES
         )

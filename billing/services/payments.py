@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from billing.clock import billing_today
 from billing.enums import (
+    CreditNoteStatus,
     DocumentKind,
     InvoiceStatus,
     PaymentMode,
@@ -113,8 +114,12 @@ def payment_quote(*, payer: Customer, invoices: Sequence[Invoice]) -> PaymentQuo
 
 
 def payment_quote_outstanding(*, payer: Customer) -> PaymentQuote | None:
-    """Everything outstanding for the payer and its visible children, oldest first."""
-    invoices = list(open_invoices(payable_customers(payer)))
+    """Everything outstanding for the payer and its visible children, oldest first.
+
+    Invoices with a payment in flight are left out: paying them now would be refused, and the
+    pending payment settles them.
+    """
+    invoices = list(open_invoices(payable_customers(payer)).filter(payment_lock__isnull=True))
     return payment_quote(payer=payer, invoices=invoices) if invoices else None
 
 
@@ -130,16 +135,21 @@ def payment_begin(
     earlier payment untouched, so a double submit charges once."""
     if method.customer_id not in {c.pk for c in payable_customers(payer)}:
         raise NotAllowed("That card cannot be used for this account.")
-    existing = Payment.objects.filter(idempotency_key=idempotency_key).first()
+    existing = _known_payment(idempotency_key, payer)
     if existing is not None:
         return existing, False
     try:
         with transaction.atomic():
             locked = list(
-                Invoice.objects.select_for_update()
+                Invoice.objects.select_for_update(no_key=True)
                 .filter(pk__in=[i.pk for i in invoices])
                 .order_by("pk")
             )
+            # A double submit with the same key may have committed while we waited for the
+            # invoice locks: that payment stands (its invoices are now locked by it).
+            existing = _known_payment(idempotency_key, payer)
+            if existing is not None:
+                return existing, False
             if InvoicePaymentLock.objects.filter(invoice__in=locked).exists():
                 raise PaymentInProgress()
             quote = payment_quote(payer=payer, invoices=locked)
@@ -172,11 +182,19 @@ def payment_begin(
             )
     except IntegrityError:
         # The same key raced us (double submit): the other request's payment stands.
-        existing = Payment.objects.filter(idempotency_key=idempotency_key).first()
+        existing = _known_payment(idempotency_key, payer)
         if existing is None:
             raise PaymentInProgress() from None
         return existing, False
     return payment, True
+
+
+def _known_payment(idempotency_key: str, payer: Customer) -> Payment | None:
+    """The payment already made under this key; a key is never shared between accounts."""
+    existing = Payment.objects.filter(idempotency_key=idempotency_key).first()
+    if existing is not None and existing.customer_id != payer.pk:
+        raise NotAllowed("This payment reference belongs to another account.")
+    return existing
 
 
 def payment_record_result(*, payment: Payment, result: ChargeResult | None, actor=None) -> Payment:
@@ -185,13 +203,22 @@ def payment_record_result(*, payment: Payment, result: ChargeResult | None, acto
     Recording twice is harmless: a settled payment is returned as it is.
     """
     with transaction.atomic():
-        payment = Payment.objects.select_for_update().get(pk=payment.pk)
+        payment = Payment.objects.select_for_update(no_key=True).get(pk=payment.pk)
         if payment.status in SETTLED:
             return payment
         new_status = PaymentStatus.UNKNOWN if result is None else result.status
         if new_status == payment.status:
             return payment
         assert_transition("payment", payment.status, new_status)
+        invoices = []
+        if new_status == PaymentStatus.SUCCEEDED:
+            # Invoices before the receipt sequence, in the order payment_record_offline takes
+            # them, so a card success and an offline payment never wait on each other in a cycle.
+            invoices = list(
+                Invoice.objects.select_for_update(no_key=True)
+                .filter(payment_allocations__payment=payment)
+                .order_by("pk")
+            )
         before = payment.status
         payment.status = new_status
         payment.processed_at = timezone.now()
@@ -219,13 +246,8 @@ def payment_record_result(*, payment: Payment, result: ChargeResult | None, acto
             before={"status": before},
             after={"status": new_status, "failure_code": payment.failure_code},
         )
-        if new_status == PaymentStatus.SUCCEEDED:
-            for invoice in (
-                Invoice.objects.select_for_update()
-                .filter(payment_allocations__payment=payment)
-                .order_by("pk")
-            ):
-                invoice_settle(invoice=invoice, actor=actor)
+        for invoice in invoices:
+            invoice_settle(invoice=invoice, actor=actor)
     return payment
 
 
@@ -343,19 +365,24 @@ def payment_record_offline(
         raise ValidationFailed("The amount must be more than zero.", field="amount")
     if mode == PaymentMode.CARD or mode not in PaymentMode.values:
         raise ValidationFailed("Choose how the money was received.", field="mode")
+    if invoices is not None and any(i.customer_id != customer.pk for i in invoices):
+        raise NotAllowed("An offline payment pays only its own customer's invoices.")
     with transaction.atomic():
-        Customer.objects.select_for_update().get(pk=customer.pk)
-        targets = (
-            list(open_invoices([customer]))
-            if invoices is None
-            else list(
-                invoices_with_amounts(
-                    Invoice.objects.filter(pk__in=[i.pk for i in invoices])
-                ).order_by("due_date", "pk")
-            )
+        Customer.objects.select_for_update(no_key=True).get(pk=customer.pk)
+        if invoices is None:
+            locked_ids = list(open_invoices([customer]).values_list("pk", flat=True))
+        else:
+            locked_ids = [invoice.pk for invoice in invoices]
+        list(
+            Invoice.objects.select_for_update(no_key=True).filter(pk__in=locked_ids).order_by("pk")
         )
-        locked_ids = [i.pk for i in targets]
-        list(Invoice.objects.select_for_update().filter(pk__in=locked_ids).order_by("pk"))
+        # Balances are read after the locks, so nothing paid meanwhile is paid again; an invoice
+        # with a card payment in flight is skipped (that payment settles it).
+        targets = list(
+            invoices_with_amounts(
+                Invoice.objects.filter(pk__in=locked_ids, payment_lock__isnull=True)
+            ).order_by("due_date", "issue_date", "pk")
+        )
         payment = Payment.objects.create(
             customer=customer,
             amount=amount,
@@ -414,9 +441,9 @@ def payment_refund(
     if amount <= 0:
         raise ValidationFailed("The amount must be more than zero.", field="amount")
     with transaction.atomic():
-        Customer.objects.select_for_update().get(pk=payment.customer_id)
+        Customer.objects.select_for_update(no_key=True).get(pk=payment.customer_id)
         payment = payments_with_unapplied(
-            Payment.objects.select_for_update().filter(pk=payment.pk)
+            Payment.objects.select_for_update(no_key=True).filter(pk=payment.pk)
         ).get()
         if payment.status != PaymentStatus.SUCCEEDED:
             raise InvalidTransition("Only a succeeded payment can be refunded.")
@@ -437,6 +464,8 @@ def payment_refund(
             note = credit_notes_with_remaining(CreditNote.objects.filter(pk=credit_note.pk)).get()
             if note.customer_id != payment.customer_id:
                 raise NotAllowed("That credit note belongs to another customer.")
+            if note.status != CreditNoteStatus.ISSUED:
+                raise InvalidTransition("This credit note is void and cannot be refunded.")
             if amount > note.remaining:
                 raise ValidationFailed(
                     f"The credit note has only {note.currency} {note.remaining} left.",
@@ -468,11 +497,11 @@ def payment_refund(
     else:
         status, reference = RefundStatus.SUCCEEDED, ""
     with transaction.atomic():
-        refund = Refund.objects.select_for_update().get(pk=refund.pk)
+        refund = Refund.objects.select_for_update(no_key=True).get(pk=refund.pk)
         refund.status = status
         refund.gateway_reference = reference
         refund.save(update_fields=["status", "gateway_reference", "updated_at"])
-        payment = Payment.objects.select_for_update().get(pk=payment.pk)
+        payment = Payment.objects.select_for_update(no_key=True).get(pk=payment.pk)
         refunded = sum(
             (r.amount for r in payment.refunds.filter(status=RefundStatus.SUCCEEDED)), ZERO
         )

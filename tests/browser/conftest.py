@@ -40,7 +40,7 @@ def chromium(_async_unsafe_allowed):
 
     executable = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
     if not Path(executable).exists():
-        pytest.skip(f"no Chromium at {executable} (set CHROMIUM_PATH)")
+        pytest.fail(f"no Chromium at {executable}: scripts/test installs it (or set CHROMIUM_PATH)")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=executable, headless=True, args=CHROMIUM_ARGS

@@ -9,7 +9,7 @@ line is rounded half-up to the cent on its own, and totals are sums of rounded l
 import datetime
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from billing.enums import AddonKind, CouponDuration, DiscountType, InvoiceLineKind, PriceListKind
 from billing.errors import ValidationFailed
@@ -118,7 +118,9 @@ class PriceBook:
             price = price * (HUNDRED + self.price_list.percent) / HUNDRED
         elif self.price_list is not None and self.price_list.kind == PriceListKind.MARKDOWN:
             price = price * (HUNDRED - self.price_list.percent) / HUNDRED
-        return price.quantize(FOUR_PLACES)
+        # Half-up like every other rounding of money here; a bare quantize() would round
+        # half-even (the decimal context's default): 1.0005 less 10 % → 0.9004 instead of 0.9005.
+        return price.quantize(FOUR_PLACES, rounding=ROUND_HALF_UP)
 
 
 def configuration_of(subscription: Subscription) -> Configuration:

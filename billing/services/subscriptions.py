@@ -97,8 +97,10 @@ class Outcome:
 
 # ----------------------------------------------------------------------------- helpers
 def _lock(subscription: Subscription) -> Subscription:
+    # of=("self",): lock only the subscription row. PostgreSQL refuses FOR UPDATE on the nullable
+    # side of the outer joins the select_related below needs (group, price list, card).
     return (
-        Subscription.objects.select_for_update()
+        Subscription.objects.select_for_update(of=("self",))
         .select_related("plan", "customer__group__price_list", "payment_method")
         .get(pk=subscription.pk)
     )
@@ -124,7 +126,19 @@ def _first_period(plan: Plan, start: datetime.date) -> Period:
     return Period(start, boundary(start, plan.interval, plan.interval_count, 1))
 
 
-def _next_amount(config: Configuration, book: PriceBook, period: Period) -> Decimal:
+def _next_amount(
+    config: Configuration, book: PriceBook, period: Period, *, billed_now: bool = False
+) -> Decimal:
+    """The next regular invoice's total. ``billed_now``: this action invoices a term first,
+    using up a cycle of each limited coupon (a once coupon no longer discounts the next one)."""
+    if billed_now:
+        config = config.with_changes(
+            coupons=tuple(
+                (coupon, None if cycles is None else cycles - 1)
+                for coupon, cycles in config.coupons
+                if cycles is None or cycles > 1
+            )
+        )
     return period_charges(config, book, period).total
 
 
@@ -361,11 +375,13 @@ def subscription_create(
         raise NotAllowed("That card belongs to another customer.")
     book = PriceBook(customer, organization)
     charges = None
+    trial_end = start + datetime.timedelta(days=plan.trial_days) if with_trial else None
     if start > today:
-        status, period, first_billing = S.FUTURE, None, start
+        # A future start keeps the trial choice on the row (its trial dates), so that
+        # subscription_start honours trial=False on a plan with trial days, and vice versa.
+        status, period, first_billing = S.FUTURE, None, trial_end or start
     elif with_trial:
-        status, period = S.IN_TRIAL, None
-        first_billing = start + datetime.timedelta(days=plan.trial_days)
+        status, period, first_billing = S.IN_TRIAL, None, trial_end
     else:
         status, period = S.LIVE, _first_period(plan, start)
         first_billing = period.end
@@ -375,7 +391,14 @@ def subscription_create(
         invoice=charges,
         credit_applied=_credit_applied(customer, charges.total) if charges else ZERO,
         next_billing_date=first_billing,
-        next_amount=_next_amount(config, book, _first_period(plan, first_billing)),
+        next_amount=_next_amount(
+            config,
+            book,
+            next_period(start, plan.interval, plan.interval_count, period)
+            if period
+            else _first_period(plan, first_billing),
+            billed_now=charges is not None,
+        ),
     )
     draft = Subscription(customer=customer, plan=plan, quantity=config.quantity, status=status)
     if dry_run:
@@ -389,11 +412,11 @@ def subscription_create(
             auto_charge=auto_charge and method is not None,
             payment_method=method,
             start_date=start,
-            anchor_date=start if status != S.IN_TRIAL else first_billing,
+            anchor_date=trial_end or start,
             current_term_start=period.start if period else None,
             current_term_end=period.end if period else None,
-            trial_start=start if status == S.IN_TRIAL else None,
-            trial_end=first_billing if status == S.IN_TRIAL else None,
+            trial_start=start if with_trial else None,
+            trial_end=trial_end,
             remaining_billing_cycles=plan.billing_cycles,
         )
         _store_configuration(sub, config)
@@ -407,7 +430,7 @@ def subscription_create(
         outcome = Outcome(subscription=sub, summary=summary)
         if charges is not None:
             outcome.invoice = _issue(sub, charges, InvoiceKind.RECURRING, period, actor)
-            _consume_coupon_cycles(sub)
+            _cycle_billed(sub)
     return _charge(outcome, actor)
 
 
@@ -418,6 +441,18 @@ def _consume_coupon_cycles(sub: Subscription) -> None:
     ):
         row.remaining_cycles -= 1
         row.save(update_fields=["remaining_cycles"])
+
+
+def _cycle_billed(sub: Subscription) -> None:
+    """A full term was invoiced: count down limited coupons and the plan's billing cycles.
+
+    Every term counts, the first included, so a plan of N billing cycles bills exactly N terms
+    (the renewal after the N-th finds 0 left and cancels).
+    """
+    _consume_coupon_cycles(sub)
+    if sub.remaining_billing_cycles:
+        sub.remaining_billing_cycles -= 1
+        sub.save(update_fields=["remaining_billing_cycles", "updated_at"])
 
 
 def _start_term(
@@ -439,10 +474,10 @@ def subscription_start(*, subscription: Subscription, actor=None) -> Outcome:
             raise InvalidTransition("This subscription is not due to start.")
         book = _book(sub.customer)
         outcome = Outcome(subscription=sub, summary=ChargesSummary())
-        if sub.plan.trial_days:
+        if sub.trial_end is not None:
+            # subscription_create set the trial dates when the subscription was to have a trial.
             before = _set_status(sub, S.IN_TRIAL)
             sub.trial_start = sub.start_date
-            sub.trial_end = sub.start_date + datetime.timedelta(days=sub.plan.trial_days)
             sub.anchor_date = sub.trial_end
             sub.save(
                 update_fields=["status", "trial_start", "trial_end", "anchor_date", "updated_at"]
@@ -465,7 +500,7 @@ def subscription_start(*, subscription: Subscription, actor=None) -> Outcome:
                 ]
             )
             outcome.invoice = _issue(sub, charges, InvoiceKind.RECURRING, period, actor)
-            _consume_coupon_cycles(sub)
+            _cycle_billed(sub)
         _record(
             sub,
             "subscription.started",
@@ -498,6 +533,7 @@ def subscription_convert_trial(
                 config,
                 book,
                 next_period(period.start, sub.plan.interval, sub.plan.interval_count, period),
+                billed_now=True,
             ),
             notes=(f"Your trial ends today and your billing date becomes the {period.start.day}.",),
         )
@@ -532,7 +568,7 @@ def subscription_convert_trial(
         )
         outcome = Outcome(subscription=sub, summary=summary)
         outcome.invoice = _issue(sub, charges, InvoiceKind.RECURRING, period, actor)
-        _consume_coupon_cycles(sub)
+        _cycle_billed(sub)
     return _charge(outcome, actor)
 
 
@@ -575,8 +611,9 @@ def subscription_end_trial(*, subscription: Subscription, actor=None) -> Outcome
             subscription=sub, period_start=period.start, kind=InvoiceKind.RECURRING
         ).first()
         if outcome.invoice is None:
+            # Cycles (coupons, billing cycles) count once the term is taken up, in
+            # _activate_after_trial: an invoice voided because the card failed used none.
             outcome.invoice = _issue(sub, charges, InvoiceKind.RECURRING, period, actor)
-            _consume_coupon_cycles(sub)
         if not can_charge:
             _activate_after_trial(sub, period, actor)
             return outcome
@@ -591,7 +628,9 @@ def subscription_end_trial(*, subscription: Subscription, actor=None) -> Outcome
         if invoice.status == InvoiceStatus.PAID:
             _activate_after_trial(sub, Period(invoice.period_start, invoice.period_end), actor)
         elif payment_status == PaymentStatus.FAILED:
-            return _trial_unpaid(sub, organization, actor, invoice=invoice)
+            unpaid = _trial_unpaid(sub, organization, actor, invoice=invoice)
+            unpaid.payment = outcome.payment
+            return unpaid
         # Unknown outcome: still in trial until reconciliation settles the payment; rerun then.
     outcome.subscription = sub
     return outcome
@@ -613,6 +652,7 @@ def _activate_after_trial(sub: Subscription, period: Period, actor) -> None:
             "updated_at",
         ]
     )
+    _cycle_billed(sub)
     _record(
         sub,
         "subscription.trial_ended",
@@ -630,7 +670,7 @@ def _trial_unpaid(
     from billing.services.invoices import invoice_void
 
     if invoice is not None and invoice.status == InvoiceStatus.OPEN:
-        invoice_void(invoice=invoice, actor=actor, reason="trial payment failed")
+        invoice = invoice_void(invoice=invoice, actor=actor, reason="trial payment failed")
     free_plan = organization.free_plan if organization.free_plan_fallback else None
     if free_plan is not None and free_plan.active:
         old_plan = sub.plan
@@ -815,13 +855,19 @@ def subscription_change(
             raise ValidationFailed("Choose when the change applies.", field="timing")
         charges, credit, new_term, notes = _proration_charges(sub, old, new, book, today)
         term = new_term or _term(sub)
+        # Periods count from the anchor (rule 3): a term that starts on a clamped month end
+        # (Feb 28 of a Jan 31 anchor) is not itself an anchor.
+        anchor = new_term.start if new_term is not None else sub.anchor_date
         summary = ChargesSummary(
             invoice=charges,
             credit=credit,
             credit_applied=_credit_applied(sub.customer, charges.total) if charges else ZERO,
             next_billing_date=term.end,
             next_amount=_next_amount(
-                new, book, next_period(term.start, new.plan.interval, new.plan.interval_count, term)
+                new,
+                book,
+                next_period(anchor, new.plan.interval, new.plan.interval_count, term),
+                billed_now=new_term is not None,
             ),
             notes=notes,
         )
@@ -834,11 +880,15 @@ def subscription_change(
                 new_term.start,
                 new_term.end,
             )
+            if sub.cancel_at is not None:
+                # Non-renewing: the new, paid term is the one that now ends the subscription.
+                sub.cancel_at = new_term.end
             sub.save(
                 update_fields=[
                     "anchor_date",
                     "current_term_start",
                     "current_term_end",
+                    "cancel_at",
                     "updated_at",
                 ]
             )
@@ -853,9 +903,17 @@ def subscription_change(
             after=_describe(new),
         )
         if charges is not None:
-            kind = InvoiceKind.RECURRING if new_term is not None else InvoiceKind.PRORATION
-            outcome.invoice = _issue(sub, charges, kind, new_term or Period(today, term.end), actor)
-        elif credit > 0:
+            # Always a proration invoice, even when it opens a new term (interval change): the
+            # term's recurring invoice may already exist for today (a change on the first day
+            # of the term), and one recurring invoice per (subscription, period start) is the
+            # renewal's exactly-once guard.
+            outcome.invoice = _issue(
+                sub, charges, InvoiceKind.PRORATION, new_term or Period(today, term.end), actor
+            )
+        if new_term is not None:
+            # The new term was priced with the coupons in full: it uses up a coupon cycle.
+            _consume_coupon_cycles(sub)
+        if charges is None and credit > 0:
             outcome.credit_note = _credit_note(
                 sub, credit, CreditNoteReason.PRORATION, "Plan change", actor
             )
@@ -884,7 +942,16 @@ def _change_later(sub, old, new, book, today, actor, dry_run, *, in_trial: bool)
         )
         return Outcome(subscription=sub, summary=summary)
     term = _term(sub)
-    following = _first_period(new.plan, term.end)
+    same_interval = (old.plan.interval, old.plan.interval_count) == (
+        new.plan.interval,
+        new.plan.interval_count,
+    )
+    # As _apply_scheduled_change will: the anchor stays unless the interval changes.
+    following = (
+        next_period(sub.anchor_date, new.plan.interval, new.plan.interval_count, term)
+        if same_interval
+        else _first_period(new.plan, term.end)
+    )
     summary = ChargesSummary(
         next_billing_date=term.end,
         next_amount=_next_amount(new, book, following),
@@ -1017,12 +1084,8 @@ def subscription_renew(*, subscription: Subscription, actor=None) -> Outcome | N
             return None  # this period is already billed: the constraint is the last word
         UsageRecord.objects.filter(pk__in=usage_ids).update(invoice=invoice)
         sub.current_term_start, sub.current_term_end = period.start, period.end
-        fields = ["current_term_start", "current_term_end", "updated_at"]
-        if sub.remaining_billing_cycles:
-            sub.remaining_billing_cycles -= 1
-            fields.append("remaining_billing_cycles")
-        sub.save(update_fields=fields)
-        _consume_coupon_cycles(sub)
+        sub.save(update_fields=["current_term_start", "current_term_end", "updated_at"])
+        _cycle_billed(sub)
         _record(
             sub,
             "subscription.renewed",
@@ -1240,6 +1303,7 @@ def subscription_resume(
                     config,
                     book,
                     next_period(period.start, sub.plan.interval, sub.plan.interval_count, period),
+                    billed_now=True,
                 ),
                 notes=(f"A new term starts today; your billing date becomes the {today.day}.",),
             )
@@ -1267,7 +1331,7 @@ def subscription_resume(
         outcome = Outcome(subscription=sub, summary=summary)
         if charges is not None:
             outcome.invoice = _issue(sub, charges, InvoiceKind.RECURRING, period, actor)
-            _consume_coupon_cycles(sub)
+            _cycle_billed(sub)
     return _charge(outcome, actor)
 
 
@@ -1333,8 +1397,25 @@ def subscription_cancel(
             return Outcome(subscription=sub, summary=summary)
         if timing != ChangeTiming.NOW:
             raise ValidationFailed("Choose when to cancel.", field="timing")
+        # Before the dry run returns: a preview must refuse what the real run refuses (rule 5).
+        assert_transition(
+            "subscription", sub.status, S.CANCELLED, "This subscription is already cancelled."
+        )
         credit = ZERO
-        if credit_unused and term is not None and sub.status in (S.LIVE, S.NON_RENEWING):
+        # Voiding the term's own invoice already takes back its whole charge (and returns what
+        # was paid on it as credit); crediting the unused days on top would pay the customer
+        # for time never paid for.
+        term_invoice_voided = (
+            void_unpaid
+            and term is not None
+            and any(term.start <= (i.period_start or term.end) < term.end for i in unpaid)
+        )
+        if (
+            credit_unused
+            and term is not None
+            and sub.status in (S.LIVE, S.NON_RENEWING)
+            and not term_invoice_voided
+        ):
             credit = _with_tax(
                 prorate(
                     recurring_amount(configuration_of(sub), book),
@@ -1476,6 +1557,7 @@ def subscription_reactivate(
                     config,
                     book,
                     next_period(period.start, sub.plan.interval, sub.plan.interval_count, period),
+                    billed_now=True,
                 ),
                 notes=(f"A new term starts today and renews on {period.end:%b %-d, %Y}.",),
             )
@@ -1512,6 +1594,7 @@ def subscription_reactivate(
         outcome = Outcome(subscription=sub, summary=summary)
         if charges is not None:
             outcome.invoice = _issue(sub, charges, InvoiceKind.RECURRING, period, actor)
+            _cycle_billed(sub)
     return _charge(outcome, actor)
 
 

@@ -20,7 +20,7 @@ def _customers_lock(customers: Iterable[Customer]) -> list[Customer]:
         pks = set(customers.order_by().values_list("pk", flat=True))
     else:
         pks = {customer.pk for customer in customers}
-    return list(Customer.objects.select_for_update().filter(pk__in=pks).order_by("pk"))
+    return list(Customer.objects.select_for_update(no_key=True).filter(pk__in=pks).order_by("pk"))
 
 
 def _group_state(*, group_id: int | None, group_name: str | None, days: int | None) -> dict:

@@ -100,7 +100,7 @@ def _lock(subscription: Subscription) -> Subscription:
     # of=("self",): lock only the subscription row. PostgreSQL refuses FOR UPDATE on the nullable
     # side of the outer joins the select_related below needs (group, price list, card).
     return (
-        Subscription.objects.select_for_update(of=("self",))
+        Subscription.objects.select_for_update(of=("self",), no_key=True)
         .select_related("plan", "customer__group__price_list", "payment_method")
         .get(pk=subscription.pk)
     )
@@ -1635,7 +1635,7 @@ def subscription_set_auto_charge(
 def subscription_after_invoice_paid(*, invoice: Invoice, actor=None) -> None:
     """Paying by any route stops dunning: a past-due or unpaid subscription is live again once
     none of its invoices is left unpaid."""
-    sub = Subscription.objects.select_for_update().get(pk=invoice.subscription_id)
+    sub = Subscription.objects.select_for_update(no_key=True).get(pk=invoice.subscription_id)
     if sub.status not in (S.PAST_DUE, S.UNPAID):
         return
     still_open = Invoice.objects.filter(subscription=sub, status=InvoiceStatus.OPEN).exclude(

@@ -6,6 +6,8 @@ against their payment or credit note, so voiding an invoice hands that money bac
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
 
 from django.db.models import (
@@ -223,7 +225,7 @@ def credit_balance_of(customer_id: int) -> Decimal:
     )
     payments = (
         payments_with_unapplied(
-            Payment.objects.filter(customer_id=customer_id, status=PaymentStatus.SUCCEEDED)
+            Payment.objects.filter(customer_id=customer_id, status__in=COUNTING_PAYMENT_STATUSES)
         )
         .values("customer_id")
         .annotate(total=Sum("unapplied"))
@@ -535,3 +537,271 @@ def payment_keyset_page(
         )
     rows = list(queryset.order_by("-created_at", "-id")[: size + 1])
     return rows[:size], older_than is not None, len(rows) > size
+
+
+# ----------------------------------------------------------------------------- portal subscriptions
+# Statuses of a subscription that has not ended (the portal list's "current" filter).
+CURRENT_SUBSCRIPTION_STATUSES = (
+    "future",
+    "in_trial",
+    "live",
+    "non_renewing",
+    "paused",
+    "past_due",
+    "unpaid",
+)
+
+
+def subscriptions_of(
+    customer_ids,
+    *,
+    statuses: Sequence[str] | None = None,
+    current_only: bool = False,
+    plan_code: str | None = None,
+    customer_id: int | None = None,
+) -> QuerySet:
+    """Subscriptions of ``customer_ids`` (with plan and customer), narrowed by the list filters.
+
+    ``customer_id`` must already be known to lie inside the caller's scope; ``customer_ids``
+    keeps the result inside it either way. Unordered: the keyset page orders it.
+    """
+    from billing.models import Subscription
+
+    queryset = Subscription.objects.filter(customer__in=customer_ids).select_related(
+        "plan", "customer"
+    )
+    if statuses:
+        queryset = queryset.filter(status__in=statuses)
+    if current_only:
+        queryset = queryset.filter(status__in=CURRENT_SUBSCRIPTION_STATUSES)
+    if plan_code:
+        queryset = queryset.filter(plan__code=plan_code)
+    if customer_id is not None:
+        queryset = queryset.filter(customer_id=customer_id)
+    return queryset
+
+
+def subscription_keyset_page(
+    queryset: QuerySet,
+    *,
+    size: int,
+    older_than: tuple | None = None,
+    newer_than: tuple | None = None,
+) -> tuple[list, bool, bool]:
+    """One page of subscriptions, newest start first: (rows, has_newer, has_older), one query.
+
+    Keyset on (start_date, id), like invoice_keyset_page: the last page costs what the first does.
+    """
+    if newer_than is not None:
+        day, pk = newer_than
+        rows = list(
+            queryset.filter(start_date__gte=day)
+            .filter(Q(start_date__gt=day) | Q(id__gt=pk))
+            .order_by("start_date", "id")[: size + 1]
+        )
+        return list(reversed(rows[:size])), len(rows) > size, True
+    if older_than is not None:
+        day, pk = older_than
+        queryset = queryset.filter(start_date__lte=day).filter(Q(start_date__lt=day) | Q(id__lt=pk))
+    rows = list(queryset.order_by("-start_date", "-id")[: size + 1])
+    return rows[:size], older_than is not None, len(rows) > size
+
+
+@dataclass(frozen=True)
+class ResumeOutlook:
+    """What resuming on a date does to billing (DESIGN rule 9)."""
+
+    resume_on: date
+    new_term: bool  # resumed on or after the billing date: a new term and invoice that day
+    billing_date: date  # the next invoice after resuming
+    invoice_total: Decimal | None = None  # the invoice issued on resuming (new term only)
+    next_billing_date: date | None = None  # the billing date after that invoice (new term only)
+
+
+def resume_outlook(subscription, configuration, book, resume_on: date) -> ResumeOutlook:
+    """Before the billing date nothing moves; on or after it a new term starts that day.
+
+    ``configuration`` and ``book`` are billing.pricing's (the caller has them already).
+    """
+    from billing.periods import Period, boundary
+    from billing.pricing import period_charges
+
+    term_end = subscription.current_term_end
+    if term_end is not None and resume_on < term_end:
+        return ResumeOutlook(resume_on=resume_on, new_term=False, billing_date=term_end)
+    plan = configuration.plan
+    period = Period(resume_on, boundary(resume_on, plan.interval, plan.interval_count, 1))
+    return ResumeOutlook(
+        resume_on=resume_on,
+        new_term=True,
+        billing_date=resume_on,
+        invoice_total=period_charges(configuration, book, period).total,
+        next_billing_date=period.end,
+    )
+
+
+@dataclass
+class SubscriptionOverview:
+    """Everything the portal's subscription page shows about money and dates."""
+
+    addons: list  # [(Addon, quantity)], every kind (metered ones are billed in arrears)
+    coupons: list  # [SubscriptionCoupon with .coupon], still discounting or not
+    configuration: object  # billing.pricing.Configuration (recurring addons, live coupons)
+    book: object  # billing.pricing.PriceBook
+    recurring_amount: Decimal  # one full period, after discounts, before tax
+    next_billing_date: date | None = None
+    next_amount: Decimal | None = None  # tax included
+    ends_on: date | None = None  # the last day of service is the day before
+    outlook: ResumeOutlook | None = None  # paused, or a pause scheduled within the term
+    scheduled_addons: list = field(default_factory=list)  # [(Addon, quantity)] of the change
+    has_metered: bool = False
+
+
+def subscription_overview(subscription, *, organization, today: date) -> SubscriptionOverview:
+    """The subscription's configuration, price and next invoice: two queries (three with a
+    per-item price list). ``subscription`` comes with plan, customer (group, price list) and
+    scheduled change (plan, coupon) selected.
+
+    The next invoice is what the renewal (or the trial's end, or resuming) will bill: the
+    scheduled change's configuration if there is one, coupons that still have cycles left.
+    """
+    from billing.enums import AddonKind
+    from billing.enums import SubscriptionStatus as S
+    from billing.models import Addon, SubscriptionAddon, SubscriptionCoupon
+    from billing.periods import Period, boundary
+    from billing.pricing import (
+        Configuration,
+        PriceBook,
+        coupon_initial_cycles,
+        period_charges,
+        recurring_amount,
+        setup_fee_line,
+    )
+
+    change = getattr(subscription, "scheduled_change", None)
+    change_codes = list((change.addons or {}).keys()) if change is not None else []
+    held = SubscriptionAddon.objects.filter(subscription=subscription, addon=OuterRef("pk"))
+    # One query for the addons held now and those the scheduled change names.
+    addon_rows = list(
+        Addon.objects.filter(
+            Q(code__in=change_codes)
+            | Q(
+                pk__in=SubscriptionAddon.objects.filter(subscription=subscription).values(
+                    "addon_id"
+                )
+            )
+        )
+        .annotate(held_quantity=Subquery(held.values("quantity")[:1]))
+        .order_by("name", "id")
+    )
+    coupons = list(
+        SubscriptionCoupon.objects.filter(subscription=subscription)
+        .select_related("coupon")
+        .order_by("applied_at", "id")
+    )
+    addons = [(addon, addon.held_quantity) for addon in addon_rows if addon.held_quantity]
+    live_coupons = tuple(
+        (row.coupon, row.remaining_cycles)
+        for row in coupons
+        if row.remaining_cycles is None or row.remaining_cycles > 0
+    )
+    configuration = Configuration(
+        subscription.plan,
+        subscription.quantity,
+        tuple((a, q) for a, q in addons if a.kind == AddonKind.RECURRING),
+        live_coupons,
+    )
+    book = PriceBook(subscription.customer, organization)
+    overview = SubscriptionOverview(
+        addons=addons,
+        coupons=coupons,
+        configuration=configuration,
+        book=book,
+        recurring_amount=recurring_amount(configuration, book),
+        has_metered=any(a.kind == AddonKind.METERED for a, _q in addons),
+    )
+    plan = subscription.plan
+    term_end = subscription.current_term_end
+    status = subscription.status
+
+    if change is not None:
+        by_code = {addon.code: addon for addon in addon_rows}
+        overview.scheduled_addons = [
+            (by_code[code], quantity)
+            for code, quantity in sorted(change.addons.items())
+            if quantity and code in by_code
+        ]
+
+    if status in (S.IN_TRIAL, S.FUTURE):
+        if subscription.cancel_at is not None:
+            overview.ends_on = subscription.cancel_at
+            return overview
+        first = subscription.trial_end or subscription.start_date
+        period = Period(first, boundary(first, plan.interval, plan.interval_count, 1))
+        setup = setup_fee_line(plan, book)
+        overview.next_billing_date = first
+        overview.next_amount = period_charges(
+            configuration, book, period, extra_lines=[setup] if setup else []
+        ).total
+        return overview
+    paused = status == S.PAUSED or (
+        status == S.LIVE
+        and subscription.pause_at is not None
+        and (term_end is None or subscription.pause_at <= term_end)
+    )
+    if paused:
+        if subscription.resume_at is not None:
+            overview.outlook = resume_outlook(
+                subscription, configuration, book, subscription.resume_at
+            )
+            overview.next_billing_date = overview.outlook.billing_date
+            overview.next_amount = overview.outlook.invoice_total
+            if not overview.outlook.new_term and term_end is not None:
+                overview.next_amount = period_charges(
+                    configuration, book, _period_after(subscription, plan, term_end)
+                ).total
+        return overview
+    if status == S.NON_RENEWING or (
+        status in (S.LIVE, S.PAST_DUE) and subscription.remaining_billing_cycles == 0
+    ):
+        overview.ends_on = subscription.cancel_at or term_end
+        return overview
+    if status not in (S.LIVE, S.PAST_DUE) or term_end is None:
+        return overview
+    term = Period(subscription.current_term_start or term_end, term_end)
+    next_configuration, following = configuration, None
+    if change is not None:
+        coupons_after = live_coupons
+        if change.coupon is not None and all(c.pk != change.coupon.pk for c, _ in live_coupons):
+            coupons_after = (*live_coupons, (change.coupon, coupon_initial_cycles(change.coupon)))
+        next_configuration = Configuration(
+            change.plan,
+            change.quantity,
+            tuple((a, q) for a, q in overview.scheduled_addons if a.kind == AddonKind.RECURRING),
+            coupons_after,
+        )
+        if (change.plan.interval, change.plan.interval_count) != (
+            plan.interval,
+            plan.interval_count,
+        ):
+            new_plan = change.plan
+            following = Period(
+                term_end, boundary(term_end, new_plan.interval, new_plan.interval_count, 1)
+            )
+    if following is None:
+        following = _period_after(subscription, plan, term.end)
+    overview.next_billing_date = term_end
+    overview.next_amount = period_charges(next_configuration, book, following).total
+    return overview
+
+
+def _period_after(subscription, plan, term_end: date):
+    """The billing period that starts when the current term ends, counted from the anchor
+    (DESIGN rule 3); from the term end itself if a hand-edited row left it off the schedule."""
+    from billing.periods import Period, boundary, next_period
+
+    term = Period(subscription.current_term_start or term_end, term_end)
+    try:
+        return next_period(subscription.anchor_date, plan.interval, plan.interval_count, term)
+    except ValueError:
+        return Period(term_end, boundary(term_end, plan.interval, plan.interval_count, 1))

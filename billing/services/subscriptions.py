@@ -1168,9 +1168,11 @@ def subscription_pause_schedule(
     subscription: Subscription,
     pause_on: datetime.date,
     resume_on: datetime.date | None = None,
+    credit_unused: bool = False,
     actor=None,
 ) -> Subscription:
-    """Set (or change) the pause window; a pause starting today pauses now."""
+    """Set (or change) the pause window; a pause starting today pauses now, in one transaction
+    (``credit_unused``: credit the rest of the term, per the merchant's preference)."""
     today = billing_today()
     if pause_on < today:
         raise ValidationFailed("The pause cannot start in the past.", field="pause_on")
@@ -1206,8 +1208,10 @@ def subscription_pause_schedule(
                 "resume_at": resume_on.isoformat() if resume_on else None,
             },
         )
-    if pause_on == today:
-        return subscription_pause(subscription=sub, actor=actor, credit_unused=False).subscription
+        if pause_on == today:
+            return subscription_pause(
+                subscription=sub, actor=actor, credit_unused=credit_unused
+            ).subscription
     return sub
 
 
@@ -1251,7 +1255,8 @@ def subscription_pause(
             return Outcome(subscription=sub, summary=summary, dry_run=True)
         before = _set_status(sub, S.PAUSED)
         sub.paused_at = today
-        sub.pause_at = sub.pause_at or today
+        # Pausing now replaces any later scheduled start; the window begins today.
+        sub.pause_at = today if sub.pause_at is None or sub.pause_at > today else sub.pause_at
         sub.save(update_fields=["status", "paused_at", "pause_at", "updated_at"])
         ScheduledChange.objects.filter(subscription=sub).delete()
         _record(
@@ -1377,12 +1382,17 @@ def subscription_cancel(
                 _set_status(sub, S.NON_RENEWING)
             sub.cancel_at = end
             sub.cancel_reason, sub.cancel_reason_text = reason, reason_text[:2000]
+            # A scheduled pause never applies to a subscription that is ending; an undo of the
+            # cancellation must not bring it back either.
+            sub.pause_at = sub.resume_at = None
             sub.save(
                 update_fields=[
                     "status",
                     "cancel_at",
                     "cancel_reason",
                     "cancel_reason_text",
+                    "pause_at",
+                    "resume_at",
                     "updated_at",
                 ]
             )
@@ -1438,12 +1448,15 @@ def subscription_cancel(
         before = _set_status(sub, S.CANCELLED, message="This subscription is already cancelled.")
         sub.cancelled_at = timezone.now()
         sub.cancel_at = None
+        sub.pause_at = sub.resume_at = None
         sub.cancel_reason, sub.cancel_reason_text = reason, reason_text[:2000]
         sub.save(
             update_fields=[
                 "status",
                 "cancelled_at",
                 "cancel_at",
+                "pause_at",
+                "resume_at",
                 "cancel_reason",
                 "cancel_reason_text",
                 "updated_at",

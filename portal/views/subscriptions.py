@@ -24,7 +24,6 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.core import signing
 from django.core.cache import cache
-from django.db import transaction
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
@@ -37,6 +36,7 @@ from billing.clock import as_of, billing_today
 from billing.enums import (
     CancelReason,
     ChangeTiming,
+    CreditNoteReason,
     InvoiceStatus,
     PaymentStatus,
     PortalRole,
@@ -738,26 +738,19 @@ def _pause(sub, pause_on, resume_on, credit_unused: bool, today, actor) -> str:
             subscription=sub, pause_on=today, resume_on=resume_on, actor=actor
         )
         return f"Your subscription stays paused{until}."
-    if pause_on > today or not credit_unused:
-        subscription_pause_schedule(
-            subscription=sub, pause_on=pause_on, resume_on=resume_on, actor=actor
-        )
-        if pause_on > today:
-            return f"Your subscription pauses on {pause_on:%b %-d, %Y}{until}."
-        return f"Your subscription is paused{until}."
-    # subscription_pause_schedule pauses today without the credit the merchant grants, so pause
-    # through subscription_pause and set the resume date after it, all or nothing.
-    with transaction.atomic():
-        if sub.pause_at is not None:
-            subscription_pause_unschedule(subscription=sub, actor=actor)
-        outcome = subscription_pause(subscription=sub, credit_unused=True, actor=actor)
-        if resume_on is not None:
-            subscription_pause_schedule(
-                subscription=sub, pause_on=today, resume_on=resume_on, actor=actor
-            )
+    subscription_pause_schedule(
+        subscription=sub,
+        pause_on=pause_on,
+        resume_on=resume_on,
+        credit_unused=credit_unused,
+        actor=actor,
+    )
+    if pause_on > today:
+        return f"Your subscription pauses on {pause_on:%b %-d, %Y}{until}."
     text = f"Your subscription is paused{until}."
-    if outcome.credit_note is not None:
-        text += f" Credit note {outcome.credit_note.number} is issued for the unused time."
+    note = sub.credit_notes.filter(reason=CreditNoteReason.PAUSE).order_by("-id").first()
+    if credit_unused and note is not None:
+        text += f" Credit note {note.number} is issued for the unused time."
     return text
 
 

@@ -15,9 +15,17 @@ from dataclasses import dataclass
 from django.db.models import Q, QuerySet
 
 from billing import clock
-from billing.enums import PaymentAttemptStatus, PaymentStatus, SubscriptionStatus
+from billing.enums import (
+    InvoiceKind,
+    InvoiceStatus,
+    PaymentAttemptStatus,
+    PaymentMode,
+    PaymentStatus,
+    SubscriptionStatus,
+)
 from billing.errors import BillingError
 from billing.models import (
+    Invoice,
     Notification,
     Organization,
     Payment,
@@ -30,8 +38,11 @@ logger = logging.getLogger(__name__)
 
 S = SubscriptionStatus
 BATCH_SIZE = 500
-# A payment still pending this long after it began lost its worker: reconcile it by key.
+# A payment still pending this long after it began lost its worker: reconcile it by key. An
+# auto-charged invoice this old that no charge ever began for lost its worker too: charge it.
 RECONCILE_AFTER = datetime.timedelta(minutes=5)
+# Invoices a subscription's card pays as soon as they are issued (the services charge them).
+AUTO_CHARGED_KINDS = (InvoiceKind.RECURRING, InvoiceKind.PRORATION)
 # A notification not sent this long after it was queued lost its task (broker down).
 RESEND_AFTER = datetime.timedelta(minutes=2)
 
@@ -58,7 +69,7 @@ def run_trial_end(pk: int) -> str:
     from billing.services.subscriptions import subscription_end_trial
 
     outcome = subscription_end_trial(subscription=_subscription(pk))
-    return f"trial_{outcome.subscription.status}"
+    return _payment_label(outcome, f"trial_{outcome.subscription.status}")
 
 
 def run_pause(pk: int) -> str:
@@ -110,6 +121,36 @@ def run_reconcile(pk: int) -> str:
 
     payment = payment_reconcile(payment=Payment.objects.get(pk=pk))
     return f"reconciled_{payment.status}"
+
+
+def run_collect(pk: int) -> str:
+    """Charge an auto-charged invoice whose first charge never began (the worker died between
+    the renewal's commit and the charge). The key is the one that charge would have used, so
+    a charge that did begin meanwhile is found by it, never doubled."""
+    from billing.services.dunning import dunning_start
+    from billing.services.payments import payment_collect
+    from billing.services.subscriptions import invoice_attempt_key
+
+    invoice = Invoice.objects.select_related("customer", "subscription__payment_method").get(pk=pk)
+    subscription = invoice.subscription
+    if (
+        subscription is None
+        or not (subscription.auto_charge and subscription.payment_method_id)
+        or invoice.status != InvoiceStatus.OPEN
+        or invoice.payment_attempts.exists()
+    ):
+        return "collect_not_needed"
+    payment = payment_collect(
+        payer=invoice.customer,
+        invoices=[invoice],
+        method=subscription.payment_method,
+        idempotency_key=invoice_attempt_key(invoice),
+    )
+    if payment.status == PaymentStatus.FAILED:
+        dunning_start(invoice=invoice, payment=payment)
+    if payment.status == PaymentStatus.SUCCEEDED:
+        return "collected_charged"
+    return f"collected_charge_{payment.status}"
 
 
 def run_notification(pk: int) -> str:
@@ -211,6 +252,23 @@ JOBS: tuple[Job, ...] = (
         run_reconcile,
     ),
     Job(
+        "collect",
+        lambda now, today: (
+            Invoice.objects.filter(
+                status=InvoiceStatus.OPEN,
+                kind__in=AUTO_CHARGED_KINDS,
+                finalized_at__lte=now - RECONCILE_AFTER,
+                subscription__auto_charge=True,
+                subscription__payment_method__isnull=False,
+                subscription__status__in=(S.LIVE, S.NON_RENEWING, S.PAST_DUE),
+                payment_lock__isnull=True,
+            )
+            .exclude(payment_attempts__isnull=False)
+            .exclude(payment_allocations__payment__mode=PaymentMode.CARD)
+        ),
+        run_collect,
+    ),
+    Job(
         "trial_reminder",
         lambda now, today: Subscription.objects.filter(
             status=S.IN_TRIAL,
@@ -254,9 +312,11 @@ JOBS_BY_NAME = {job.name: job for job in JOBS}
 
 
 def due_ids(
-    job: Job, *, now: datetime.datetime, batch_size: int = BATCH_SIZE
+    job: Job, *, now: datetime.datetime, batch_size: int | None = None
 ) -> Iterator[list[int]]:
     """Batches of due ids in primary-key order (keyset pagination: no OFFSET, no big lists)."""
+    # Read at call time, not bound as a default, so ops and tests can change the batch size.
+    batch_size = batch_size or BATCH_SIZE
     with clock.as_of(now):
         today = clock.billing_today()
         after = 0

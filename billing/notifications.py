@@ -15,7 +15,7 @@ from django.template.loader import render_to_string
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from billing.models import Event, Notification, Organization
+from billing.models import DunningPolicy, Event, Notification, Organization
 
 logger = logging.getLogger(__name__)
 
@@ -28,14 +28,20 @@ class Kind:
 
 KINDS: dict[str, Kind] = {
     "invoice_issued": Kind("invoice_issued", "Invoice {invoice.number} from {organization.name}"),
-    "payment_receipt": Kind("payment_receipt", "Receipt {payment.receipt_number}: payment received"),
+    "payment_receipt": Kind(
+        "payment_receipt", "Receipt {payment.receipt_number}: payment received"
+    ),
     "payment_failed": Kind("payment_failed", "Your payment to {organization.name} failed"),
     "trial_ending": Kind("trial_ending", "Your trial of {subscription.plan.name} ends soon"),
-    "renewal_upcoming": Kind("renewal_upcoming", "Your {subscription.plan.name} subscription renews soon"),
+    "renewal_upcoming": Kind(
+        "renewal_upcoming", "Your {subscription.plan.name} subscription renews soon"
+    ),
     "card_expiring": Kind("card_expiring", "Your card on file expires soon"),
     "subscription_changed": Kind("subscription_changed", "Your subscription was changed"),
     "subscription_cancelled": Kind("subscription_cancelled", "Your subscription is cancelled"),
-    "subscription_reactivated": Kind("subscription_reactivated", "Your subscription is active again"),
+    "subscription_reactivated": Kind(
+        "subscription_reactivated", "Your subscription is active again"
+    ),
 }
 
 EMAIL_ON_EVENT: dict[str, str] = {
@@ -52,9 +58,15 @@ EMAIL_ON_EVENT: dict[str, str] = {
 }
 
 
+# Emails about failed payments, which the merchant's dunning policy can switch off.
+DUNNING_EVENTS = frozenset({"subscription.past_due", "dunning.retry_failed"})
+
+
 def queue_for_event(event: Event) -> Notification | None:
     kind = EMAIL_ON_EVENT.get(event.kind)
     if kind is None or event.customer_id is None:
+        return None
+    if event.kind in DUNNING_EVENTS and not DunningPolicy.load().send_emails:
         return None
     return notification_queue(
         kind=kind,
@@ -104,9 +116,13 @@ def _link(name: str, *args) -> str:
 def notification_send(*, notification_id: int) -> bool:
     """Render and send; True if it went out now. A sent notification is never sent again."""
     with transaction.atomic():
+        # of=("self",): lock only the notification row; PostgreSQL refuses FOR UPDATE on the
+        # nullable side of the outer joins to the optional subjects (subscription, invoice, …).
         notification = (
-            Notification.objects.select_for_update()
-            .select_related("customer", "subscription__plan", "invoice", "payment", "payment_method")
+            Notification.objects.select_for_update(of=("self",))
+            .select_related(
+                "customer", "subscription__plan", "invoice", "payment", "payment_method"
+            )
             .get(pk=notification_id)
         )
         if notification.sent_at is not None:
@@ -122,7 +138,13 @@ def notification_send(*, notification_id: int) -> bool:
             "invoice_url": _link("portal:invoice_detail", notification.invoice.public_id)
             if notification.invoice
             else "",
-            "subscription_url": _link("portal:subscription_detail", notification.subscription.public_id)
+            "subscription_url": _link(
+                "portal:subscription_detail", notification.subscription.public_id
+            )
+            if notification.subscription
+            else "",
+            # The one page that updates the card, pays the open invoice and reactivates.
+            "recover_url": _link("portal:subscription_recover", notification.subscription.public_id)
             if notification.subscription
             else "",
             "payment_methods_url": _link("portal:payment_methods"),
@@ -138,7 +160,9 @@ def notification_send(*, notification_id: int) -> bool:
             to=to,
             reply_to=[organization.email] if organization.email else None,
         )
-        message.attach_alternative(render_to_string(f"emails/{kind.template}.html", context), "text/html")
+        message.attach_alternative(
+            render_to_string(f"emails/{kind.template}.html", context), "text/html"
+        )
         message.send()
         notification.subject = subject
         notification.recipients = to

@@ -5,6 +5,7 @@ batches. Late acknowledgement and rejection on worker loss mean a killed worker'
 delivered again — harmless, because every runner re-checks state under a row lock.
 """
 
+import contextlib
 import logging
 
 from celery import shared_task
@@ -16,19 +17,41 @@ from billing import clock, jobs
 logger = logging.getLogger(__name__)
 
 TICK_LOCK = "billing:tick"
+# While a job's batches from an earlier tick are still queued or running, the next tick does
+# not enqueue that job again: the same ids would only queue up behind themselves, every minute,
+# for as long as the backlog lasts. The count expires, so a lost one delays the job, never stops it.
+IN_FLIGHT_KEY = "billing:tick:in-flight:{job}"
+IN_FLIGHT_TIMEOUT = 15 * 60
+
+
+def _in_flight_key(job_name: str) -> str:
+    return IN_FLIGHT_KEY.format(job=job_name)
 
 
 @shared_task(acks_late=True, ignore_result=True)
 def tick() -> dict[str, int]:
-    """Find due work and enqueue it in batches. Overlapping ticks skip (a lock in the cache)."""
+    """Find due work and enqueue it in batches. Overlapping ticks skip (a lock in the cache);
+    so does a job whose batches from an earlier tick are not all done yet."""
     if not cache.add(TICK_LOCK, 1, timeout=55):
         return {}
     now = clock.now()
     fanned: dict[str, int] = {}
     try:
         for job in jobs.JOBS:
+            key = _in_flight_key(job.name)
+            if (cache.get(key) or 0) > 0:
+                continue
+            # Start the count afresh: a batch delivered twice counts down twice.
+            cache.delete(key)
             for ids in jobs.due_ids(job, now=now):
-                run_batch.delay(job.name, ids)
+                # Counted before it is enqueued, so the worker always finds the count to lower.
+                if not cache.add(key, 1, timeout=IN_FLIGHT_TIMEOUT):
+                    cache.incr(key)
+                try:
+                    run_batch.delay(job.name, ids)
+                except Exception:
+                    cache.decr(key)
+                    raise
                 fanned[job.name] = fanned.get(job.name, 0) + len(ids)
     finally:
         cache.delete(TICK_LOCK)
@@ -47,7 +70,12 @@ def tick() -> dict[str, int]:
     ignore_result=True,
 )
 def run_batch(job_name: str, ids: list[int]) -> dict[str, int]:
-    return dict(jobs.run_batch(job_name, ids))
+    try:
+        return dict(jobs.run_batch(job_name, ids))
+    finally:
+        # ValueError: the count expired, or the batch came from ops rather than the tick.
+        with contextlib.suppress(ValueError):
+            cache.decr(_in_flight_key(job_name))
 
 
 @shared_task(

@@ -3,8 +3,8 @@
 import uuid
 from decimal import Decimal
 
-from django.core.validators import MinValueValidator
 from django.core.cache import cache
+from django.core.validators import MinValueValidator
 from django.db import models, transaction
 
 
@@ -60,6 +60,12 @@ class SingletonModel(models.Model):
             ),
         ]
 
+    def save(self, *args, **kwargs):
+        super().save(*args, **kwargs)
+        cache.delete(self.cache_key())
+        # A transaction that rolls back must not leave its version cached either.
+        transaction.on_commit(lambda: cache.delete(self.cache_key()))
+
     @classmethod
     def cache_key(cls) -> str:
         return f"singleton:{cls._meta.label_lower}"
@@ -72,12 +78,6 @@ class SingletonModel(models.Model):
             obj, _ = cls.objects.get_or_create(pk=1)
             cache.set(cls.cache_key(), obj, SINGLETON_CACHE_SECONDS)
         return obj
-
-    def save(self, *args, **kwargs):
-        super().save(*args, **kwargs)
-        cache.delete(self.cache_key())
-        # A transaction that rolls back must not leave its version cached either.
-        transaction.on_commit(lambda: cache.delete(self.cache_key()))
 
 
 US_COUNTRY_NAMES = {"us", "usa", "united states", "united states of america"}

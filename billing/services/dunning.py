@@ -125,11 +125,17 @@ def dunning_retry(*, attempt: PaymentAttempt, actor=None) -> PaymentAttempt:
         return attempt  # someone is paying it right now; the next tick looks again
     with transaction.atomic():
         attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt.pk)
+        if payment.status == PaymentStatus.SUCCEEDED and attempt.status in (
+            PaymentAttemptStatus.SCHEDULED,
+            PaymentAttemptStatus.SKIPPED,
+        ):
+            # Our own charge settled the invoice, and settling skips the attempts still
+            # scheduled — this one included. It is the attempt that succeeded.
+            attempt.payment = payment
+            return _attempt_close(attempt, PaymentAttemptStatus.SUCCEEDED)
         if attempt.status != PaymentAttemptStatus.SCHEDULED:
             return attempt
         attempt.payment = payment
-        if payment.status == PaymentStatus.SUCCEEDED:
-            return _attempt_close(attempt, PaymentAttemptStatus.SUCCEEDED)
         if payment.status != PaymentStatus.FAILED:
             # Unknown outcome: stays scheduled; the rerun reconciles by the same key.
             attempt.save(update_fields=["payment"])

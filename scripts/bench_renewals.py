@@ -1,0 +1,751 @@
+"""Renewal benchmark (DESIGN §8): N due subscriptions renewed end to end by real Celery workers.
+
+    .venv/bin/python scripts/bench_renewals.py --subscriptions 10000     # a quick run
+    .venv/bin/python scripts/bench_renewals.py                           # 100,000 (the target)
+
+What it does, against the PostgreSQL and Redis the tests use (both must be running):
+
+1. Drops and recreates the database ``bench_billing`` (``--database``) and migrates it with
+   ``manage.py migrate`` (``DATABASE_URL`` pointing at it). Redis db 13 (``--redis-db``) is the
+   broker and the cache; the script empties that db first.
+2. Seeds with COPY (psycopg ``cursor.copy``): N customers with a sandbox card each and a live
+   monthly subscription whose term ends today, each with ~10 historical paid invoices (lines,
+   card payments, allocations); and D = N/10 (at most 10,000) past-due subscriptions, each with
+   an open invoice, its failed first charge and a dunning retry due now (half the cards now pay,
+   half keep failing).
+3. Profiles one batch of renewals in this process (cProfile + a query counter): where the time
+   goes, queries per renewal.
+4. Starts ``--workers`` (2) worker processes, ``celery -A config worker --pool solo``, and fans
+   the renewals out exactly as the tick does (batches of ids on the queue). Prints renewals/s
+   (invoice, lines, charge through the sandbox gateway, payment, next date), then how long the
+   emails the renewals queued took to go out.
+5. Fans out the D dunning retries the same way: retries/s.
+6. Reruns: a tick-style fan-out (finds nothing due) and a replay of every batch already run
+   (as a redelivery would): prints the new invoices and charges, which must be 0.
+7. Prints each worker's peak RSS (``VmHWM`` from /proc, children included) and its RSS over time.
+
+It prints figures and asserts nothing about time. Targets (DESIGN §8 / the issue): ≥ 4,000
+renewals/s, ≥ 1,000 retries/s, worker RSS ≤ 150 MiB and flat.
+"""
+
+import argparse
+import cProfile
+import datetime
+import io
+import os
+import pstats
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--subscriptions", type=int, default=100_000, help="due renewals (N)")
+    parser.add_argument("--history", type=int, default=10, help="past invoices per subscription")
+    parser.add_argument("--dunning", type=int, help="past-due invoices (default N/10, ≤ 10,000)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes")
+    parser.add_argument("--profile-batch", type=int, default=200, help="renewals profiled inline")
+    parser.add_argument("--latency-ms", type=int, default=0, help="sandbox gateway latency")
+    parser.add_argument("--database", default="bench_billing")
+    parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379")
+    parser.add_argument("--redis-db", type=int, default=13)
+    return parser.parse_args()
+
+
+ARGS = parse_args()
+DATABASE_URL = f"{ARGS.postgres}/{ARGS.database}"
+REDIS_URL = f"{ARGS.redis}/{ARGS.redis_db}"
+# The environment of this process, of `manage.py migrate` and of the workers: production-like
+# settings (local settings with PostgreSQL, Redis, DEBUG off), email rendered but not delivered.
+BENCH_ENV = {
+    "DJANGO_SETTINGS_MODULE": "config.settings.local",
+    "DATABASE_URL": DATABASE_URL,
+    "REDIS_URL": REDIS_URL,
+    "CELERY_BROKER_URL": REDIS_URL,
+    "DEBUG": "0",
+    "EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",
+    "LOG_LEVEL": "WARNING",
+    "SANDBOX_GATEWAY_LATENCY_MS": str(ARGS.latency_ms),
+    "TIME_ZONE": "UTC",
+}
+os.environ.update(BENCH_ENV)
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ----------------------------------------------------------------------------- database
+def database_recreate() -> None:
+    import psycopg
+
+    with psycopg.connect(f"{ARGS.postgres}/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{ARGS.database}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{ARGS.database}"')
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
+        cwd=BASE_DIR,
+        env={**os.environ, **BENCH_ENV},
+        check=True,
+    )
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+say(f"Creating and migrating the database {ARGS.database}")
+database_recreate()
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.db import connection, models  # noqa: E402
+from django.utils import timezone  # noqa: E402
+from psycopg import sql  # noqa: E402
+from psycopg.types.json import Jsonb  # noqa: E402
+
+from billing import jobs, tasks  # noqa: E402
+from billing.enums import (  # noqa: E402
+    DeclineKind,
+    DocumentKind,
+    InvoiceKind,
+    InvoiceLineKind,
+    InvoiceStatus,
+    PaymentAttemptStatus,
+    PaymentMode,
+    PaymentStatus,
+    SubscriptionStatus,
+)
+from billing.models import (  # noqa: E402
+    Customer,
+    DocumentSequence,
+    DunningPolicy,
+    Invoice,
+    InvoiceLine,
+    Notification,
+    Organization,
+    Payment,
+    PaymentAllocation,
+    PaymentAttempt,
+    PaymentMethod,
+    Plan,
+    Product,
+    SandboxCard,
+    SandboxCharge,
+    Subscription,
+)
+from billing.periods import boundary  # noqa: E402
+
+PRICE = Decimal("30.00")
+MONTH = "month"
+
+
+# ----------------------------------------------------------------------------- COPY seeding
+class Table:
+    """COPY rows into a model's table: given columns by attname, every other from its default."""
+
+    def __init__(self, model: type[models.Model]):
+        self.model = model
+        self.fields = list(model._meta.concrete_fields)
+        self.next_id = 1
+        now = timezone.now()
+        self.fallbacks = {}
+        for field in self.fields:
+            if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+                self.fallbacks[field.attname] = lambda now=now: now
+            elif field.has_default():
+                self.fallbacks[field.attname] = field.get_default
+            elif field.null:
+                self.fallbacks[field.attname] = lambda: None
+            elif isinstance(field, models.CharField | models.TextField) and field.blank:
+                self.fallbacks[field.attname] = lambda: ""
+        self.json = {f.attname for f in self.fields if isinstance(f, models.JSONField)}
+
+    def ids(self, count: int) -> range:
+        first = self.next_id
+        self.next_id += count
+        return range(first, first + count)
+
+    def copy(self, rows) -> int:
+        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(self.model._meta.db_table),
+            sql.SQL(", ").join(sql.Identifier(f.column) for f in self.fields),
+        )
+        written = 0
+        with connection.cursor() as wrapper:
+            cursor = wrapper.cursor  # psycopg's own cursor: Django's wrapper has no copy()
+            with cursor.copy(statement) as out:
+                for row in rows:
+                    values = []
+                    for field in self.fields:
+                        name = field.attname
+                        value = row[name] if name in row else self.fallbacks[name]()
+                        values.append(Jsonb(value) if name in self.json else value)
+                    out.write_row(values)
+                    written += 1
+            table = self.model._meta.db_table
+            cursor.execute(
+                sql.SQL(
+                    "SELECT setval(pg_get_serial_sequence({}, 'id'), (SELECT MAX(id) FROM {}))"
+                ).format(sql.Literal(table), sql.Identifier(table))
+            )
+        return written
+
+
+def seed(count: int, dunning: int, history: int) -> dict:
+    """Everything the benchmark renews and retries, written with COPY; returns the plan."""
+    now = timezone.now()
+    today = timezone.localdate()
+    organization = Organization.load()
+    organization.name = "Bench Cloud"
+    organization.save()
+    DunningPolicy.load()
+    product = Product.objects.create(name="Bench")
+    plan = Plan.objects.create(product=product, code="bench", name="Bench", price=PRICE)
+    anchor = boundary(today, MONTH, 1, -history)
+    if boundary(anchor, MONTH, 1, history) != today:  # month-end days: anchor on today itself
+        anchor = today
+
+    tables = {
+        m: Table(m)
+        for m in (
+            Customer,
+            SandboxCard,
+            PaymentMethod,
+            Subscription,
+            Invoice,
+            InvoiceLine,
+            Payment,
+            PaymentAllocation,
+            PaymentAttempt,
+        )
+    }
+    invoice_numbers = iter(range(1, 10**9))
+    receipt_numbers = iter(range(1, 10**9))
+
+    def customers_with_cards(n: int, failing_every: int = 0) -> list[tuple[int, int, str]]:
+        """(customer id, payment method id, token) for n new customers."""
+        customer_ids = tables[Customer].ids(n)
+        method_ids = tables[PaymentMethod].ids(n)
+        tokens = [f"tok_sandbox_{uuid.uuid4().hex}" for _ in range(n)]
+        tables[Customer].copy(
+            {
+                "id": cid,
+                "display_name": f"Customer {cid}",
+                "company_name": f"Customer {cid} Ltd",
+                "email": f"billing{cid}@bench.test",
+                "billing_line1": f"{cid} Main Street",
+                "billing_city": "Springfield",
+                "billing_country": "United States",
+            }
+            for cid in customer_ids
+        )
+        tables[SandboxCard].copy(
+            {
+                "id": i + tables[SandboxCard].next_id,
+                "token": token,
+                "behaviour": "charge_fails" if failing_every and i % failing_every else "succeed",
+                "brand": "Visa",
+                "last4": "4242",
+                "exp_month": 12,
+                "exp_year": today.year + 5,
+            }
+            for i, token in enumerate(tokens)
+        )
+        tables[SandboxCard].next_id += n
+        tables[PaymentMethod].copy(
+            {
+                "id": mid,
+                "customer_id": cid,
+                "gateway": "sandbox",
+                "token": token,
+                "brand": "Visa",
+                "last4": "4242",
+                "exp_month": 12,
+                "exp_year": today.year + 5,
+                "is_default": True,
+            }
+            for cid, mid, token in zip(customer_ids, method_ids, tokens, strict=True)
+        )
+        return list(zip(customer_ids, method_ids, tokens, strict=True))
+
+    def invoice_row(iid, public_id, cid, sid, start, end, status) -> dict:
+        return {
+            "id": iid,
+            "public_id": public_id,
+            "number": f"INV-{next(invoice_numbers):06d}",
+            "customer_id": cid,
+            "subscription_id": sid,
+            "kind": InvoiceKind.RECURRING,
+            "status": status,
+            "currency": "USD",
+            "period_start": start,
+            "period_end": end,
+            "issue_date": start,
+            "due_date": start + datetime.timedelta(days=14),
+            "subtotal": PRICE,
+            "total": PRICE,
+            "billing_details": {"name": f"Customer {cid}", "email": f"billing{cid}@bench.test"},
+            "merchant_details": {"name": organization.name},
+            "finalized_at": now,
+            "paid_at": now if status == InvoiceStatus.PAID else None,
+        }
+
+    def line_row(lid, iid, start, end) -> dict:
+        return {
+            "id": lid,
+            "invoice_id": iid,
+            "kind": InvoiceLineKind.PLAN,
+            "description": f"Bench ({start:%b %-d} – {end:%b %-d, %Y})",
+            "period_start": start,
+            "period_end": end,
+            "quantity": Decimal(1),
+            "unit_price": PRICE,
+            "amount": PRICE,
+            "plan_id": plan.pk,
+        }
+
+    def payment_row(pid, cid, mid, public_id, status) -> dict:
+        succeeded = status == PaymentStatus.SUCCEEDED
+        return {
+            "id": pid,
+            "customer_id": cid,
+            "amount": PRICE,
+            "currency": "USD",
+            "mode": PaymentMode.CARD,
+            "method_id": mid,
+            "method_label": "Visa •••• 4242",
+            "status": status,
+            "gateway": "sandbox",
+            "gateway_reference": f"ch_sandbox_{uuid.uuid4().hex[:24]}",
+            "idempotency_key": f"inv_{public_id.hex}_0",
+            "failure_code": "" if succeeded else "card_declined",
+            "decline_kind": "" if succeeded else DeclineKind.SOFT,
+            "receipt_number": f"RCPT-{next(receipt_numbers):06d}" if succeeded else None,
+            "received_on": today if succeeded else None,
+            "processed_at": now,
+        }
+
+    # --- the N due subscriptions and their history
+    say(f"Seeding {count:,} due subscriptions with {history} past invoices each (COPY)")
+    owners = customers_with_cards(count)
+    sub_ids = tables[Subscription].ids(count)
+    term_start = boundary(anchor, MONTH, 1, history - 1)
+    tables[Subscription].copy(
+        {
+            "id": sid,
+            "customer_id": cid,
+            "plan_id": plan.pk,
+            "status": SubscriptionStatus.LIVE,
+            "auto_charge": True,
+            "payment_method_id": mid,
+            "start_date": anchor,
+            "anchor_date": anchor,
+            "current_term_start": term_start,
+            "current_term_end": today,
+        }
+        for sid, (cid, mid, _token) in zip(sub_ids, owners, strict=True)
+    )
+    periods = [
+        (boundary(anchor, MONTH, 1, k), boundary(anchor, MONTH, 1, k + 1)) for k in range(history)
+    ]
+    past = [
+        (iid, uuid.uuid4(), sid, cid, mid, start, end)
+        for (sid, (cid, mid, _token)), iids in zip(
+            zip(sub_ids, owners, strict=True),
+            (tables[Invoice].ids(history) for _ in sub_ids),
+            strict=True,
+        )
+        for iid, (start, end) in zip(iids, periods, strict=True)
+    ]
+    tables[Invoice].copy(
+        invoice_row(iid, pub, cid, sid, start, end, InvoiceStatus.PAID)
+        for iid, pub, sid, cid, _mid, start, end in past
+    )
+    line_ids = tables[InvoiceLine].ids(len(past))
+    tables[InvoiceLine].copy(
+        line_row(lid, iid, start, end)
+        for lid, (iid, _pub, _sid, _cid, _mid, start, end) in zip(line_ids, past, strict=True)
+    )
+    payment_ids = tables[Payment].ids(len(past))
+    tables[Payment].copy(
+        payment_row(pid, cid, mid, pub, PaymentStatus.SUCCEEDED)
+        for pid, (_iid, pub, _sid, cid, mid, _s, _e) in zip(payment_ids, past, strict=True)
+    )
+    allocation_ids = tables[PaymentAllocation].ids(len(past))
+    tables[PaymentAllocation].copy(
+        {"id": aid, "payment_id": pid, "invoice_id": row[0], "amount": PRICE}
+        for aid, pid, row in zip(allocation_ids, payment_ids, past, strict=True)
+    )
+
+    # --- D past-due subscriptions, each with an open invoice and retry 1 due now
+    say(f"Seeding {dunning:,} past-due invoices with a retry due now (half the cards now pay)")
+    debtors = customers_with_cards(dunning, failing_every=2)
+    dunning_subs = tables[Subscription].ids(dunning)
+    # The first charge failed two days ago: retry 1 (+1 day) is due, retry 2 (+3 days) is not.
+    started = today - datetime.timedelta(days=2)
+    tables[Subscription].copy(
+        {
+            "id": sid,
+            "customer_id": cid,
+            "plan_id": plan.pk,
+            "status": SubscriptionStatus.PAST_DUE,
+            "auto_charge": True,
+            "payment_method_id": mid,
+            "start_date": started,
+            "anchor_date": started,
+            "current_term_start": started,
+            "current_term_end": boundary(started, MONTH, 1, 1),
+        }
+        for sid, (cid, mid, _token) in zip(dunning_subs, debtors, strict=True)
+    )
+    open_invoices = [
+        (iid, uuid.uuid4(), sid, cid, mid)
+        for iid, sid, (cid, mid, _token) in zip(
+            tables[Invoice].ids(dunning), dunning_subs, debtors, strict=True
+        )
+    ]
+    end = boundary(started, MONTH, 1, 1)
+    tables[Invoice].copy(
+        invoice_row(iid, pub, cid, sid, started, end, InvoiceStatus.OPEN)
+        for iid, pub, sid, cid, _mid in open_invoices
+    )
+    tables[InvoiceLine].copy(
+        line_row(lid, row[0], started, end)
+        for lid, row in zip(tables[InvoiceLine].ids(dunning), open_invoices, strict=True)
+    )
+    failed_ids = tables[Payment].ids(dunning)
+    tables[Payment].copy(
+        payment_row(pid, cid, mid, pub, PaymentStatus.FAILED)
+        for pid, (_iid, pub, _sid, cid, mid) in zip(failed_ids, open_invoices, strict=True)
+    )
+    tables[PaymentAllocation].copy(
+        {"id": aid, "payment_id": pid, "invoice_id": row[0], "amount": PRICE}
+        for aid, pid, row in zip(
+            tables[PaymentAllocation].ids(dunning), failed_ids, open_invoices, strict=True
+        )
+    )
+    failed_at = datetime.datetime.combine(started, datetime.time.min, tzinfo=datetime.UTC)
+
+    def attempts():
+        ids = iter(tables[PaymentAttempt].ids(dunning * 5))
+        for pid, (iid, _pub, sid, _cid, _mid) in zip(failed_ids, open_invoices, strict=True):
+            yield {
+                "id": next(ids),
+                "invoice_id": iid,
+                "subscription_id": sid,
+                "attempt_number": 0,
+                "scheduled_for": failed_at,
+                "status": PaymentAttemptStatus.FAILED,
+                "payment_id": pid,
+                "decline_kind": DeclineKind.SOFT,
+                "attempted_at": failed_at,
+            }
+            for number, days in enumerate((1, 3, 5, 7), start=1):
+                yield {
+                    "id": next(ids),
+                    "invoice_id": iid,
+                    "subscription_id": sid,
+                    "attempt_number": number,
+                    "scheduled_for": failed_at + datetime.timedelta(days=days),
+                }
+
+    tables[PaymentAttempt].copy(attempts())
+
+    # Gapless numbering continues after the seeded documents.
+    DocumentSequence.objects.update_or_create(
+        kind=DocumentKind.INVOICE, defaults={"prefix": "INV-", "next_number": next(invoice_numbers)}
+    )
+    DocumentSequence.objects.update_or_create(
+        kind=DocumentKind.RECEIPT,
+        defaults={"prefix": "RCPT-", "next_number": next(receipt_numbers)},
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    return {"renew_ids": list(sub_ids), "today": today}
+
+
+# ----------------------------------------------------------------------------- measuring
+class QueryCounter:
+    """Counts and times statements by shape (literals stripped), via connection.execute_wrapper."""
+
+    def __init__(self):
+        self.shapes: Counter = Counter()
+        self.seconds: Counter = Counter()
+
+    def __call__(self, execute, sql, params, many, context):
+        shape = re.sub(r"\s+", " ", sql)
+        shape = re.sub(r"SELECT .*? FROM", "SELECT … FROM", shape, count=1)[:110]
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            self.shapes[shape] += 1
+            self.seconds[shape] += time.perf_counter() - started
+
+    @property
+    def total(self) -> int:
+        return sum(self.shapes.values())
+
+
+def profile_batch(ids: list[int]) -> None:
+    """Renew two batches in this process: the first timed (statements by shape), the second
+    under cProfile (which slows Python down, so its per-renewal time is not quoted)."""
+    half = len(ids) // 2
+    timed, profiled = ids[:half], ids[half:]
+    counter = QueryCounter()
+    started = time.perf_counter()
+    with connection.execute_wrapper(counter):
+        results = jobs.run_batch("renew", timed, now=timezone.now())
+    elapsed = time.perf_counter() - started
+    n = len(timed)
+    sql_seconds = sum(counter.seconds.values())
+    print(f"\nOne batch of {n} renewals, inline in this process: {dict(results)}")
+    print(
+        f"  {elapsed / n * 1000:.1f} ms per renewal ({n / elapsed:.0f} renewals/s in one "
+        f"process), {counter.total / n:.1f} SQL statements per renewal"
+    )
+    print(
+        f"  time in SQL round trips: {sql_seconds / n * 1000:.1f} ms per renewal "
+        f"({sql_seconds / elapsed:.0%}); the rest is Python (ORM, pricing, events, emails)"
+    )
+    print("  statements by total time (per renewal: count, ms):")
+    for shape, seconds in counter.seconds.most_common(15):
+        print(f"    {counter.shapes[shape] / n:5.1f} {seconds / n * 1000:6.2f}  {shape}")
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    jobs.run_batch("renew", profiled, now=timezone.now())
+    profiler.disable()
+    ours = r"(jobs|subscriptions|invoices|payments|credits|dunning|selectors|pricing|events|notifications|numbering|sandbox|base)\.py"
+    for title, order, restrictions in (
+        ("top functions by own time", "tottime", (25,)),
+        ("billing code by cumulative time", "cumulative", (ours, 30)),
+    ):
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(order)
+        stats.print_stats(*restrictions)
+        table = out.getvalue()
+        table = table[table.index("ncalls") :] if "ncalls" in table else table
+        print(f"  cProfile of the next {len(profiled)} renewals, {title}:")
+        print("    " + "\n    ".join(table.rstrip().splitlines()))
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (KiB) of a process and its children."""
+    totals = {"VmRSS": 0, "VmHWM": 0}
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        pids += [int(child) for child in task.read_text().split()]
+    for each in pids:
+        try:
+            for line in Path(f"/proc/{each}/status").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in totals:
+                    totals[key] += int(value.split()[0])
+        except FileNotFoundError:
+            pass
+    return totals
+
+
+class Workers:
+    def __init__(self, count: int, log_dir: Path):
+        self.processes = []
+        self.samples: dict[int, list[int]] = {}
+        for n in range(count):
+            log = (log_dir / f"bench-worker-{n}.log").open("w")
+            command = [str(BASE_DIR / ".venv/bin/celery"), "-A", "config", "worker"]
+            command += ["--pool", "solo", "--hostname", f"bench{n}@%h", "--loglevel", "WARNING"]
+            command += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
+            process = subprocess.Popen(
+                command,
+                cwd=BASE_DIR,
+                env={**os.environ, **BENCH_ENV},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            self.processes.append(process)
+            self.samples[process.pid] = []
+        self.log_dir = log_dir
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 60
+        names = {f"bench{n}" for n in range(len(self.processes))}
+        while time.monotonic() < deadline:
+            replies = tasks.tick.app.control.ping(timeout=1.0) or []
+            seen = {name.split("@")[0] for reply in replies for name in reply}
+            if names <= seen:
+                return
+        raise SystemExit("the workers did not start; see bench-worker-*.log")
+
+    def sample(self) -> None:
+        for process in self.processes:
+            self.samples[process.pid].append(proc_status(process.pid)["VmRSS"])
+
+    def report(self) -> None:
+        print("\nWorker memory (solo pool: one process each, no children):")
+        for process in self.processes:
+            status = proc_status(process.pid)
+            rss = self.samples[process.pid]
+            print(
+                f"  pid {process.pid}: peak RSS (VmHWM) {status['VmHWM'] / 1024:.0f} MiB; "
+                f"RSS first/median/last sample {rss[0] / 1024:.0f}/"
+                f"{sorted(rss)[len(rss) // 2] / 1024:.0f}/{rss[-1] / 1024:.0f} MiB "
+                f"over {len(rss)} samples"
+            )
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def queue_drained() -> bool:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    queued = sum(client.llen(k) for k in client.scan_iter("celery*") if client.type(k) == b"list")
+    return queued == 0 and client.hlen("unacked") == 0
+
+
+def wait_for(condition, workers: Workers, what: str) -> float:
+    """Seconds until ``condition()`` holds, sampling worker memory meanwhile."""
+    started = time.perf_counter()
+    last_report = started
+    while not condition():
+        workers.sample()
+        time.sleep(0.5)
+        if time.perf_counter() - last_report > 30:
+            say(f"  … still waiting for {what}")
+            last_report = time.perf_counter()
+    workers.sample()
+    return time.perf_counter() - started
+
+
+def fan_out(job_name: str, *, now: datetime.datetime) -> list[list[int]]:
+    """What the tick does for one job: batches of due ids onto the queue."""
+    batches = list(jobs.due_ids(jobs.JOBS_BY_NAME[job_name], now=now))
+    for ids in batches:
+        tasks.run_batch.delay(job_name, ids)
+    return batches
+
+
+def counts() -> dict[str, int]:
+    return {
+        "invoices": Invoice.objects.count(),
+        "payments": Payment.objects.count(),
+        "ledger": SandboxCharge.objects.count(),
+    }
+
+
+def main() -> None:
+    count = ARGS.subscriptions
+    dunning = ARGS.dunning if ARGS.dunning is not None else min(10_000, max(1, count // 10))
+    started = time.perf_counter()
+    seeded = seed(count, dunning, ARGS.history)
+    say(
+        f"Seeded in {time.perf_counter() - started:.0f}s: "
+        f"{Invoice.objects.count():,} invoices, {Payment.objects.count():,} payments"
+    )
+    today = seeded["today"]
+    renew_due = Subscription.objects.filter(
+        status=SubscriptionStatus.LIVE, current_term_end__lte=today
+    )
+
+    profiled = seeded["renew_ids"][: ARGS.profile_batch]
+    if profiled:
+        profile_batch(profiled)
+    connection.close()
+
+    workers = Workers(ARGS.workers, Path(tempfile.gettempdir()))
+    try:
+        workers.wait_ready()
+        say(f"{ARGS.workers} workers ready (logs: {tempfile.gettempdir()}/bench-worker-*.log)")
+        before = counts()
+        to_renew = renew_due.count()
+        say(f"Fanning out {to_renew:,} renewals")
+        t0 = time.perf_counter()
+        renew_batches = fan_out("renew", now=timezone.now())
+        fanned = time.perf_counter() - t0
+        renewing = wait_for(
+            lambda: (
+                not renew_due.exists()
+                and not Payment.objects.filter(status=PaymentStatus.PENDING).exists()
+            ),
+            workers,
+            "the renewals",
+        )
+        renew_seconds = fanned + renewing
+        after = counts()
+        emails_before = Notification.objects.filter(sent_at__isnull=False).count()
+        emailing = wait_for(queue_drained, workers, "the emails")
+        emails = Notification.objects.filter(sent_at__isnull=False).count() - emails_before
+
+        say(f"Fanning out {dunning:,} dunning retries")
+        retry_due = PaymentAttempt.objects.filter(
+            status=PaymentAttemptStatus.SCHEDULED, scheduled_for__lte=timezone.now()
+        )
+        t0 = time.perf_counter()
+        dunning_batches = fan_out("dunning", now=timezone.now())
+        retry_seconds = (time.perf_counter() - t0) + wait_for(
+            lambda: not retry_due.exists(), workers, "the retries"
+        )
+        retry_outcomes = Counter(
+            PaymentAttempt.objects.filter(attempt_number=1).values_list("status", flat=True)
+        )
+        wait_for(queue_drained, workers, "the retries' emails")
+
+        say("Rerunning: a tick-style fan-out, then every batch again (as redeliveries)")
+        before_rerun = counts()
+        rerun_batches = fan_out("renew", now=timezone.now())
+        for ids in renew_batches:
+            tasks.run_batch.delay("renew", ids)
+        for ids in dunning_batches:
+            tasks.run_batch.delay("dunning", ids)
+        rerun_seconds = wait_for(queue_drained, workers, "the rerun")
+        after_rerun = counts()
+
+        renewed = after["invoices"] - before["invoices"]
+        charges = after["ledger"] - before["ledger"]
+        print("\nResults")
+        print(f"  subscriptions renewed by the workers  {renewed:>10,} (of {to_renew:,} due)")
+        print(f"  gateway charges for them              {charges:>10,}")
+        print(f"  renewal wall time                     {renew_seconds:>10.1f} s")
+        print(
+            f"  renewals/s ({ARGS.workers} workers)                {renewed / renew_seconds:>10.1f}"
+        )
+        print(f"  emails sent after the renewals        {emails:>10,} in {emailing:.1f} s")
+        print(f"  dunning retries                       {dunning:>10,} {dict(retry_outcomes)}")
+        print(
+            f"  retries/s ({ARGS.workers} workers)                 {dunning / retry_seconds:>10.1f}"
+        )
+        print(f"  rerun batches found due               {len(rerun_batches):>10}")
+        print(
+            f"  rerun: new invoices / payments / charges   "
+            f"{after_rerun['invoices'] - before_rerun['invoices']} / "
+            f"{after_rerun['payments'] - before_rerun['payments']} / "
+            f"{after_rerun['ledger'] - before_rerun['ledger']} ({rerun_seconds:.1f} s)"
+        )
+        workers.report()
+    finally:
+        workers.stop()
+
+
+if __name__ == "__main__":
+    main()

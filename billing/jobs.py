@@ -93,7 +93,7 @@ def run_renew(pk: int) -> str:
     outcome = subscription_renew(subscription=_subscription(pk))
     if outcome is None:
         return "nothing_due"
-    if outcome.subscription.status == S.CANCELLED:
+    if outcome.payment is None and outcome.subscription.status == S.CANCELLED:
         return "cancelled_at_term_end"
     return _payment_label(outcome, "renewed")
 

@@ -30,8 +30,9 @@ from billing.services.events import event_record
 
 
 def dunning_start(*, invoice: Invoice, payment: Payment, actor=None) -> list[PaymentAttempt]:
-    """Record the failed first charge and schedule the policy's retries (none after a hard
-    decline). The subscription becomes past due. Safe to call twice: attempts are unique."""
+    """Record the failed first charge and schedule the policy's retries. The subscription
+    becomes past due; after a hard decline there are no retries and the policy's final action
+    runs at once. Safe to call twice: attempts are unique."""
     policy = DunningPolicy.load()
     organization = Organization.load()
     today = billing_today(organization)
@@ -80,6 +81,10 @@ def dunning_start(*, invoice: Invoice, payment: Payment, actor=None) -> list[Pay
                     before={"status": before},
                     after={"status": subscription.status},
                 )
+        if payment.decline_kind == DeclineKind.HARD:
+            # No retry can succeed on a lost or stolen card: the policy decides now, instead of
+            # leaving the subscription past due and charging the same card next term.
+            dunning_final_action(invoice=invoice, actor=actor)
     return list(invoice.payment_attempts.order_by("attempt_number"))
 
 

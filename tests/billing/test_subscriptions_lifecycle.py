@@ -1283,14 +1283,18 @@ def test_renew_declined_charge_past_due_with_retries_per_policy(organization, tr
     assert "subscription.past_due" in event_kinds(sub)
 
 
-def test_renew_hard_decline_past_due_without_retries(organization, travel):
+def test_renew_hard_decline_no_retries_final_action_at_once(organization, travel):
     sub = live_subscription(travel)
     add_card(sub.customer, LOST_CARD, use_for_subscriptions=True)
     travel(D(2026, 5, 5))
 
     outcome = subscription_renew(subscription=sub)
 
-    assert reload(sub).status == S.PAST_DUE
+    sub = reload(sub)
+    # The default policy cancels; the term just billed is still ahead (in-term reactivation).
+    assert sub.status == S.CANCELLED
+    assert sub.cancel_reason == CancelReason.DUNNING
+    assert sub.current_term_end > D(2026, 5, 5)
     attempts = PaymentAttempt.objects.filter(invoice=outcome.invoice)
     assert [(a.attempt_number, a.status) for a in attempts] == [(0, PaymentAttemptStatus.FAILED)]
 

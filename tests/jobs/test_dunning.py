@@ -237,7 +237,9 @@ def test_dunning_hard_decline_on_renewal_never_retried(organization, travel, run
     assert attempts(invoice) == {0: A.FAILED}
     assert PaymentAttempt.objects.get(invoice=invoice).decline_kind == DeclineKind.HARD
     assert ledger_count() == 2  # January's charge and the declined renewal, no retry
-    assert reload(subscription).status == S.PAST_DUE
+    # No retry can help, so the policy's final action ran at once.
+    assert reload(subscription).status == S.CANCELLED
+    assert reload(subscription).cancel_reason == "dunning"
     assert invoice.status == InvoiceStatus.OPEN
 
 

@@ -1300,6 +1300,14 @@ def subscription_resume(
             period, charges = None, None
         else:
             period, charges = _start_term(sub, today, book, setup_fee=False)
+            if Invoice.objects.filter(
+                subscription=sub, period_start=period.start, kind=InvoiceKind.RECURRING
+            ).exists():
+                # Cancelled on the day its term was billed: that term cannot be billed twice.
+                raise InvalidTransition(
+                    "This subscription's term starting today is already invoiced; "
+                    "contact us to restore it."
+                )
             summary = ChargesSummary(
                 invoice=charges,
                 credit_applied=_credit_applied(sub.customer, charges.total),
@@ -1562,6 +1570,14 @@ def subscription_reactivate(
             period = charges = None
         else:
             period, charges = _start_term(sub, today, book, setup_fee=False)
+            if Invoice.objects.filter(
+                subscription=sub, period_start=period.start, kind=InvoiceKind.RECURRING
+            ).exists():
+                # Cancelled on the day its term was billed: that term cannot be billed twice.
+                raise InvalidTransition(
+                    "This subscription's term starting today is already invoiced; "
+                    "contact us to restore it."
+                )
             summary = ChargesSummary(
                 invoice=charges,
                 credit_applied=_credit_applied(sub.customer, charges.total),

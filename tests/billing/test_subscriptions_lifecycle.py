@@ -1335,3 +1335,18 @@ def test_renew_past_due_subscription_still_bills_next_term(organization, travel)
 
     assert outcome.invoice.period_start == D(2026, 5, 5)
     assert reload(sub).status == S.PAST_DUE
+
+
+def test_reactivate_on_the_day_its_term_was_billed_refused_without_a_second_invoice(
+    organization, travel
+):
+    sub = live_subscription(travel)
+    subscription_cancel(subscription=sub, timing="now")
+    invoices_before = len(invoices_of(sub))
+
+    for dry_run in (True, False):
+        with pytest.raises(InvalidTransition, match="already invoiced"):
+            subscription_reactivate(subscription=sub, require_payment=False, dry_run=dry_run)
+
+    assert reload(sub).status == S.CANCELLED
+    assert len(invoices_of(sub)) == invoices_before

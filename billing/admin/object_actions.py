@@ -12,6 +12,7 @@ message; the services write nothing when they refuse. The views are deliberately
 card payments must be collected outside any database transaction (DESIGN rule 7).
 """
 
+import abc
 import hashlib
 import re
 from dataclasses import astuple, dataclass
@@ -72,7 +73,7 @@ class ActionResult:
 
 
 # ----------------------------------------------------------------------------- actions
-class ObjectAction:
+class ObjectAction(abc.ABC):
     """One service call on one object. Subclasses fill in the class attributes and methods."""
 
     slug: str = ""
@@ -111,8 +112,9 @@ class ObjectAction:
         """The service's dry run for these choices; may raise ``BillingError``."""
         return None
 
+    @abc.abstractmethod
     def perform(self, request: HttpRequest, obj: Model, data: dict[str, Any]) -> ActionResult:
-        raise NotImplementedError
+        """Run the service for real and say what it created."""
 
 
 def menu_entry(action: ObjectAction):

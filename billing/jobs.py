@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db.models import Q, QuerySet
 
 from billing import clock
@@ -37,7 +38,7 @@ from billing.models import (
 logger = logging.getLogger(__name__)
 
 S = SubscriptionStatus
-BATCH_SIZE = 500
+BATCH_SIZE = settings.BILLING_BATCH_SIZE
 # A payment still pending this long after it began lost its worker: reconcile it by key. An
 # auto-charged invoice this old that no charge ever began for lost its worker too: charge it.
 RECONCILE_AFTER = datetime.timedelta(minutes=5)
@@ -52,6 +53,8 @@ class Job:
     name: str
     due: Callable[[datetime.datetime, datetime.date], QuerySet]
     run: Callable[[int], str]
+    # A set-based runner for a whole batch: returns its counts and the ids it leaves to ``run``.
+    run_many: Callable[[list[int]], tuple[Counter, list[int]]] | None = None
 
 
 # ----------------------------------------------------------------------------- runners
@@ -96,6 +99,13 @@ def run_renew(pk: int) -> str:
     if outcome.payment is None and outcome.subscription.status == S.CANCELLED:
         return "cancelled_at_term_end"
     return _payment_label(outcome, "renewed")
+
+
+def run_renew_many(ids: list[int]) -> tuple[Counter, list[int]]:
+    from billing.services.renewals import subscriptions_renew_many
+
+    batch = subscriptions_renew_many(ids)
+    return batch.counts, batch.one_by_one
 
 
 def _payment_label(outcome, label: str) -> str:
@@ -235,6 +245,7 @@ JOBS: tuple[Job, ...] = (
             status__in=(S.LIVE, S.NON_RENEWING, S.PAST_DUE), current_term_end__lte=today
         ).exclude(pause_at__lte=today),
         run_renew,
+        run_renew_many,
     ),
     Job(
         "dunning",
@@ -338,6 +349,9 @@ def run_batch(job_name: str, ids: list[int], *, now: datetime.datetime | None = 
     job = JOBS_BY_NAME[job_name]
     results: Counter = Counter()
     with clock.as_of(now or clock.now()):
+        if job.run_many is not None:
+            counts, ids = job.run_many(ids)
+            results.update(counts)
         for pk in ids:
             try:
                 results[job.run(pk)] += 1

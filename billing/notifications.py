@@ -78,6 +78,38 @@ def queue_for_event(event: Event) -> Notification | None:
     )
 
 
+def queue_for_events(events: list[Event]) -> list[Notification]:
+    """``queue_for_event`` for a batch of new events: one INSERT and one task for all their
+    emails. The events are new, so their keys are too; a conflict would mean a bug and raises."""
+    dunning_emails = None
+    notifications = []
+    for event in events:
+        kind = EMAIL_ON_EVENT.get(event.kind)
+        if kind is None or event.customer_id is None:
+            continue
+        if event.kind in DUNNING_EVENTS:
+            if dunning_emails is None:
+                dunning_emails = DunningPolicy.load().send_emails
+            if not dunning_emails:
+                continue
+        notifications.append(
+            Notification(
+                key=f"{kind}:event:{event.pk}",
+                kind=kind,
+                customer_id=event.customer_id,
+                subscription_id=event.subscription_id,
+                invoice_id=event.invoice_id,
+                payment_id=event.payment_id,
+            )
+        )
+    if not notifications:
+        return []
+    created = Notification.objects.bulk_create(notifications)
+    ids = [notification.pk for notification in created]
+    transaction.on_commit(lambda: enqueue_many(ids))
+    return created
+
+
 def notification_queue(*, kind: str, key: str, customer, **subjects) -> Notification | None:
     """Record the email once (by ``key``) and send it after the surrounding transaction commits."""
     if kind not in KINDS:
@@ -97,6 +129,17 @@ def enqueue(notification_id: int) -> None:
         send_notification.delay(notification_id)
     except Exception:  # the broker is down: the tick's sweep sends it later
         logger.warning("could not enqueue notification %s; the tick will send it", notification_id)
+
+
+def enqueue_many(notification_ids: list[int]) -> None:
+    from billing.tasks import send_notifications
+
+    try:
+        send_notifications.delay(notification_ids)
+    except Exception:  # the broker is down: the tick's sweep sends them later
+        logger.warning(
+            "could not enqueue %s notifications; the tick will send them", len(notification_ids)
+        )
 
 
 def recipients_for(customer) -> list[str]:

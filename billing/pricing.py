@@ -7,9 +7,12 @@ line is rounded half-up to the cent on its own, and totals are sums of rounded l
 """
 
 import datetime
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal
+
+from django.db.models import Q
 
 from billing.enums import AddonKind, CouponDuration, DiscountType, InvoiceLineKind, PriceListKind
 from billing.errors import ValidationFailed
@@ -21,6 +24,7 @@ from billing.models import (
     Plan,
     PriceListItem,
     Subscription,
+    SubscriptionAddon,
     SubscriptionCoupon,
 )
 from billing.money import ZERO, percent_of, round_money
@@ -83,15 +87,39 @@ class PriceBook:
 
     customer: Customer
     organization: Organization
-    _items: dict[tuple[str, int], Decimal] = field(default_factory=dict)
+    _items: dict[tuple[str, int], Decimal] | None = None
 
     def __post_init__(self) -> None:
         price_list = self.customer.group.price_list if self.customer.group_id else None
         self.price_list = price_list
-        if price_list is not None and price_list.kind == PriceListKind.PER_ITEM:
-            for item in PriceListItem.objects.filter(price_list=price_list):
-                key = ("plan", item.plan_id) if item.plan_id else ("addon", item.addon_id)
-                self._items[key] = item.price
+        if self._items is None:
+            per_item = price_list is not None and price_list.kind == PriceListKind.PER_ITEM
+            self._items = (
+                _price_list_items([price_list.pk]).get(price_list.pk, {}) if per_item else {}
+            )
+
+    @classmethod
+    def for_customers(
+        cls, customers: Iterable[Customer], organization: Organization
+    ) -> dict[int, "PriceBook"]:
+        """Books for many customers (their group and price list loaded) in at most one query."""
+        customers = list(customers)
+        lists = {
+            c.group.price_list_id
+            for c in customers
+            if c.group_id
+            and c.group.price_list_id
+            and c.group.price_list.kind == PriceListKind.PER_ITEM
+        }
+        items = _price_list_items(lists) if lists else {}
+        return {
+            c.pk: cls(
+                c,
+                organization,
+                items.get(c.group.price_list_id, {}) if c.group_id else {},
+            )
+            for c in customers
+        }
 
     @property
     def currency(self) -> str:
@@ -123,18 +151,40 @@ class PriceBook:
         return price.quantize(FOUR_PLACES, rounding=ROUND_HALF_UP)
 
 
+def _price_list_items(price_list_ids: Iterable[int]) -> dict[int, dict[tuple[str, int], Decimal]]:
+    items: dict[int, dict[tuple[str, int], Decimal]] = defaultdict(dict)
+    for item in PriceListItem.objects.filter(price_list__in=price_list_ids):
+        key = ("plan", item.plan_id) if item.plan_id else ("addon", item.addon_id)
+        items[item.price_list_id][key] = item.price
+    return items
+
+
 def configuration_of(subscription: Subscription) -> Configuration:
-    addons = tuple(
-        (row.addon, row.quantity)
-        for row in subscription.addons.select_related("addon").order_by("addon__name")
-        if row.addon.kind == AddonKind.RECURRING
-    )
-    coupons = tuple(
-        (row.coupon, row.remaining_cycles)
-        for row in subscription.coupons.select_related("coupon").order_by("applied_at", "id")
-        if row.remaining_cycles is None or row.remaining_cycles > 0
-    )
-    return Configuration(subscription.plan, subscription.quantity, addons, coupons)
+    return configurations_of([subscription])[subscription.pk]
+
+
+def configurations_of(subscriptions: Sequence[Subscription]) -> dict[int, Configuration]:
+    """Each subscription's configuration (its plan loaded), in two queries whatever the count."""
+    addons: dict[int, list[tuple[Addon, int]]] = defaultdict(list)
+    coupons: dict[int, list[tuple[Coupon, int | None]]] = defaultdict(list)
+    ids = [s.pk for s in subscriptions]
+    for row in (
+        SubscriptionAddon.objects.filter(subscription__in=ids, addon__kind=AddonKind.RECURRING)
+        .select_related("addon")
+        .order_by("addon__name", "pk")
+    ):
+        addons[row.subscription_id].append((row.addon, row.quantity))
+    for row in (
+        SubscriptionCoupon.objects.filter(subscription__in=ids)
+        .filter(Q(remaining_cycles__isnull=True) | Q(remaining_cycles__gt=0))
+        .select_related("coupon")
+        .order_by("applied_at", "id")
+    ):
+        coupons[row.subscription_id].append((row.coupon, row.remaining_cycles))
+    return {
+        s.pk: Configuration(s.plan, s.quantity, tuple(addons[s.pk]), tuple(coupons[s.pk]))
+        for s in subscriptions
+    }
 
 
 def _period_label(period: Period | None) -> str:

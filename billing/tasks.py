@@ -90,3 +90,32 @@ def send_notification(notification_id: int) -> bool:
     from billing.notifications import notification_send
 
     return notification_send(notification_id=notification_id)
+
+
+@shared_task(
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OSError, OperationalError),
+    retry_backoff=True,
+    max_retries=5,
+    ignore_result=True,
+)
+def send_notifications(notification_ids: list[int]) -> int:
+    """The emails a batch job queued: one task for the batch. A retry resends none that went
+    out (each is marked sent in its own transaction), and one failure does not stop the rest."""
+    from billing.notifications import notification_send
+
+    sent, failed = 0, None
+    for notification_id in notification_ids:
+        try:
+            sent += notification_send(notification_id=notification_id)
+        except (OSError, OperationalError) as error:
+            failed = error
+            logger.warning("notification %s not sent: %s", notification_id, error)
+        except Exception:
+            # Not transient (a template error, say): log it, send the others; the tick's
+            # sweep tries it again.
+            logger.exception("notification %s not sent", notification_id)
+    if failed is not None:
+        raise failed  # retried with backoff; those already sent are skipped
+    return sent

@@ -57,6 +57,10 @@ SERVER_EMAIL = env_str("SERVER_EMAIL", DEFAULT_FROM_EMAIL)
 PAYMENT_GATEWAY = env_str("PAYMENT_GATEWAY", "sandbox")
 # Simulated network latency of the sandbox gateway, in milliseconds (benchmarks use it).
 SANDBOX_GATEWAY_LATENCY_MS = env_int("SANDBOX_GATEWAY_LATENCY_MS", 0)
+# How many charges of one batch job (renewals, dunning retries) are in flight at the gateway at once.
+GATEWAY_CONCURRENCY = env_int("GATEWAY_CONCURRENCY", 16)
+# Due subscriptions (or dunning retries) per job task; one database transaction each.
+BILLING_BATCH_SIZE = env_int("BILLING_BATCH_SIZE", 500)
 
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)

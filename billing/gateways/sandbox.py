@@ -34,8 +34,10 @@ round trip (benchmarks use it; default 0).
 """
 
 import logging
+import math
 import secrets
 import time
+from collections.abc import Sequence
 from decimal import Decimal
 
 from django.conf import settings
@@ -48,7 +50,9 @@ from billing.enums import DeclineKind, PaymentStatus, RefundStatus
 from billing.gateways.base import (
     CardToken,
     CardUnknown,
+    ChargeRequest,
     ChargeResult,
+    GatewayError,
     GatewayTimeout,
     IdempotencyConflict,
     PaymentGateway,
@@ -211,6 +215,75 @@ class SandboxGateway(PaymentGateway):
             raise GatewayTimeout()
         return charge_result(row)
 
+    def charge_many(
+        self, requests: Sequence[ChargeRequest], *, concurrency: int
+    ) -> list[ChargeResult | GatewayError]:
+        """``charge`` for a batch, with the ledger read and written in bulk.
+
+        Each request behaves as ``charge`` would (replays, declines, unknown cards, the timeout
+        card, a key raced by another process). The latency is that of ``concurrency`` calls in
+        flight at once: one round trip per ``concurrency`` requests.
+        """
+        requests = [
+            ChargeRequest(
+                token=r.token,
+                amount=validate_amount(r.amount),
+                currency=validate_currency(r.currency),
+                idempotency_key=validate_idempotency_key(r.idempotency_key),
+            )
+            for r in requests
+        ]
+        simulate_latency(rounds=math.ceil(len(requests) / max(concurrency, 1)))
+        keys = [r.idempotency_key for r in requests]
+        existing = {
+            row.idempotency_key: row
+            for row in SandboxCharge.objects.filter(idempotency_key__in=keys)
+        }
+        new = [r for r in requests if r.idempotency_key not in existing]
+        cards = {c.token: c for c in SandboxCard.objects.filter(token__in={r.token for r in new})}
+        rows: dict[str, SandboxCharge] = {}
+        for r in new:
+            card = cards.get(r.token)
+            if card is None or r.idempotency_key in rows:
+                continue
+            failure_code = charge_failure_code(card)
+            rows[r.idempotency_key] = SandboxCharge(
+                idempotency_key=r.idempotency_key,
+                token=r.token,
+                amount=r.amount,
+                currency=r.currency,
+                outcome=OUTCOME_FAILED if failure_code else OUTCOME_SUCCEEDED,
+                failure_code=failure_code,
+                reference=f"ch_sandbox_{secrets.token_hex(12)}",
+            )
+        # A key another process inserted meanwhile keeps its row (ON CONFLICT DO NOTHING): ours
+        # is dropped and theirs replayed, as ``charge`` does when it loses the race.
+        SandboxCharge.objects.bulk_create(rows.values(), ignore_conflicts=True)
+        stored = {
+            row.idempotency_key: row
+            for row in SandboxCharge.objects.filter(idempotency_key__in=list(rows))
+        }
+        results: list[ChargeResult | GatewayError] = []
+        for r in requests:
+            key = r.idempotency_key
+            ours = rows.get(key)
+            row = existing.get(key) or stored.get(key)
+            if row is None:
+                results.append(CardUnknown())
+            elif ours is not None and row.reference == ours.reference:
+                del rows[key]  # a new row answers its first request; repeats replay it
+                timed_out = cards[r.token].behaviour == TIMEOUT
+                results.append(GatewayTimeout() if timed_out else charge_result(row))
+            else:
+                try:
+                    results.append(
+                        charge_replay(row, token=r.token, amount=r.amount, currency=r.currency)
+                    )
+                except IdempotencyConflict as error:
+                    results.append(error)
+        logger.info("sandbox charged a batch of %s (%s new)", len(requests), len(stored))
+        return results
+
     def lookup(self, *, idempotency_key: str) -> ChargeResult | None:
         """The charge recorded under this key, or ``None`` (refund keys are not charges)."""
         simulate_latency()
@@ -290,11 +363,11 @@ class SandboxGateway(PaymentGateway):
         return SandboxCharge.objects.filter(idempotency_key=idempotency_key).first()
 
 
-def simulate_latency() -> None:
-    """Sleep for ``SANDBOX_GATEWAY_LATENCY_MS``, standing in for a provider's network round trip."""
+def simulate_latency(rounds: int = 1) -> None:
+    """Sleep for ``SANDBOX_GATEWAY_LATENCY_MS`` per round trip, standing in for the network."""
     latency_ms = getattr(settings, "SANDBOX_GATEWAY_LATENCY_MS", 0)
-    if latency_ms > 0:
-        time.sleep(latency_ms / 1000)
+    if latency_ms > 0 and rounds > 0:
+        time.sleep(latency_ms * rounds / 1000)
 
 
 def charge_failure_code(card: SandboxCard) -> str:

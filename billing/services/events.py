@@ -1,5 +1,6 @@
 """Recording the audit trail. Called by services inside their transaction, never by views."""
 
+from collections.abc import Sequence
 from typing import Any
 
 from billing.enums import ActorKind
@@ -13,7 +14,7 @@ def actor_kind_for(actor) -> str:
     return ActorKind.STAFF if actor.is_staff else ActorKind.CUSTOMER
 
 
-def event_record(
+def event_build(
     *,
     kind: str,
     description: str,
@@ -25,10 +26,14 @@ def event_record(
     credit_note=None,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
-    notify: bool = True,
+    customer_id: int | None = None,
+    subscription_id: int | None = None,
 ) -> Event:
-    """Append one event; the customer defaults to the subject's customer so timelines find it."""
-    if customer is None:
+    """One unsaved event; the customer defaults to the subject's customer so timelines find it.
+
+    Batch jobs pass ``customer_id`` and ``subscription_id`` instead of rows they have not loaded.
+    """
+    if customer is None and customer_id is None:
         subject = subscription or invoice or payment or credit_note
         customer = getattr(subject, "customer", None)
     data: dict[str, Any] = {}
@@ -36,7 +41,7 @@ def event_record(
         data["before"] = before
     if after is not None:
         data["after"] = after
-    event = Event.objects.create(
+    event = Event(
         kind=kind,
         description=description[:300],
         actor_kind=actor_kind_for(actor),
@@ -48,9 +53,29 @@ def event_record(
         credit_note=credit_note,
         data=data,
     )
+    if customer is None and customer_id is not None:
+        event.customer_id = customer_id
+    if subscription is None and subscription_id is not None:
+        event.subscription_id = subscription_id
+    return event
+
+
+def event_record(*, notify: bool = True, **fields) -> Event:
+    """Append one event (``event_build``'s arguments) and queue the email it calls for."""
+    event = event_build(**fields)
+    event.save()
     # Emails that report this change go out once, after the transaction commits.
     from billing.notifications import queue_for_event
 
     if notify:
         queue_for_event(event)
     return event
+
+
+def events_record_many(events: Sequence[Event]) -> list[Event]:
+    """Append many built events in one INSERT and queue their emails in one more (batch jobs)."""
+    from billing.notifications import queue_for_events
+
+    created = Event.objects.bulk_create(events)
+    queue_for_events(created)
+    return created

@@ -11,10 +11,12 @@ asking the gateway about the same key — never by charging under a new one.
 
 import datetime
 import uuid
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -36,6 +38,7 @@ from billing.errors import (
 )
 from billing.gateways import (
     CardUnknown,
+    ChargeRequest,
     ChargeResult,
     GatewayError,
     GatewayTimeout,
@@ -61,9 +64,9 @@ from billing.selectors import (
     open_invoices,
     payments_with_unapplied,
 )
-from billing.services.events import event_record
-from billing.services.invoices import invoice_settle
-from billing.services.numbering import document_number_allocate
+from billing.services.events import event_build, event_record, events_record_many
+from billing.services.invoices import invoice_settle, invoices_settle_many
+from billing.services.numbering import document_number_allocate, document_numbers_allocate
 
 SETTLED = (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.REFUNDED)
 
@@ -153,17 +156,9 @@ def payment_begin(
             if InvoicePaymentLock.objects.filter(invoice__in=locked).exists():
                 raise PaymentInProgress()
             quote = payment_quote(payer=payer, invoices=locked)
-            payment = Payment.objects.create(
-                customer=payer,
-                amount=quote.total,
-                currency=quote.currency,
-                mode=PaymentMode.CARD,
-                method=method,
-                method_label=f"{method.brand} •••• {method.last4}",
-                gateway=method.gateway,
-                idempotency_key=idempotency_key,
-                created_by=actor if actor is not None and actor.is_authenticated else None,
-            )
+            payment = _card_payment(payer, quote.total, quote.currency, method, idempotency_key)
+            payment.created_by = actor if actor is not None and actor.is_authenticated else None
+            payment.save(force_insert=True)
             PaymentAllocation.objects.bulk_create(
                 PaymentAllocation(payment=payment, invoice=invoice, amount=amount)
                 for invoice, amount in quote.invoices
@@ -172,13 +167,8 @@ def payment_begin(
                 InvoicePaymentLock(invoice=invoice, payment=payment)
                 for invoice, _ in quote.invoices
             )
-            event_record(
-                kind="payment.started",
-                description=f"Payment of {payment.currency} {payment.amount} started with {payment.method_label}",
-                actor=actor,
-                customer=payer,
-                payment=payment,
-                after={"invoices": [i.number for i, _ in quote.invoices]},
+            events_record_many(
+                [_started_event(payment, [i.number for i, _ in quote.invoices], actor)]
             )
     except IntegrityError:
         # The same key raced us (double submit): the other request's payment stands.
@@ -187,6 +177,32 @@ def payment_begin(
             raise PaymentInProgress() from None
         return existing, False
     return payment, True
+
+
+def _card_payment(
+    payer: Customer, amount: Decimal, currency: str, method: PaymentMethod, idempotency_key: str
+) -> Payment:
+    return Payment(
+        customer=payer,
+        amount=amount,
+        currency=currency,
+        mode=PaymentMode.CARD,
+        method=method,
+        method_label=f"{method.brand} •••• {method.last4}",
+        gateway=method.gateway,
+        idempotency_key=idempotency_key,
+    )
+
+
+def _started_event(payment: Payment, invoice_numbers: list[str], actor):
+    return event_build(
+        kind="payment.started",
+        description=f"Payment of {payment.currency} {payment.amount} started with {payment.method_label}",
+        actor=actor,
+        customer_id=payment.customer_id,
+        payment=payment,
+        after={"invoices": invoice_numbers},
+    )
 
 
 def _known_payment(idempotency_key: str, payer: Customer) -> Payment | None:
@@ -220,35 +236,57 @@ def payment_record_result(*, payment: Payment, result: ChargeResult | None, acto
                 .order_by("pk")
             )
         before = payment.status
-        payment.status = new_status
-        payment.processed_at = timezone.now()
-        fields = ["status", "processed_at", "updated_at"]
-        if result is not None:
-            payment.gateway_reference = result.reference
-            payment.failure_code = result.failure_code
-            payment.failure_message = result.failure_message[:300]
-            payment.decline_kind = result.decline_kind
-            fields += ["gateway_reference", "failure_code", "failure_message", "decline_kind"]
+        receipt = None
         if new_status == PaymentStatus.SUCCEEDED:
-            payment.receipt_number = document_number_allocate(kind=DocumentKind.RECEIPT)
-            payment.received_on = billing_today()
-            fields += ["receipt_number", "received_on"]
-        payment.save(update_fields=fields)
+            receipt = document_number_allocate(kind=DocumentKind.RECEIPT)
+        payment.save(update_fields=_apply_result(payment, result, receipt))
         if new_status != PaymentStatus.UNKNOWN:
             # An unknown outcome keeps the invoices locked: nobody may pay them twice meanwhile.
             InvoicePaymentLock.objects.filter(payment=payment).delete()
-        event_record(
-            kind=f"payment.{new_status}",
-            description=_result_description(payment),
-            actor=actor,
-            customer=payment.customer,
-            payment=payment,
-            before={"status": before},
-            after={"status": new_status, "failure_code": payment.failure_code},
-        )
+        events_record_many([_result_event(payment, before, actor)])
         for invoice in invoices:
             invoice_settle(invoice=invoice, actor=actor)
     return payment
+
+
+RESULT_FIELDS = [
+    "status",
+    "processed_at",
+    "updated_at",
+    "gateway_reference",
+    "failure_code",
+    "failure_message",
+    "decline_kind",
+    "receipt_number",
+    "received_on",
+]
+
+
+def _apply_result(payment: Payment, result: ChargeResult | None, receipt: str | None) -> list[str]:
+    """Set what the gateway said (``None``: unknown) on the payment; return the fields set."""
+    payment.status = PaymentStatus.UNKNOWN if result is None else result.status
+    payment.processed_at = payment.updated_at = timezone.now()
+    if result is not None:
+        payment.gateway_reference = result.reference
+        payment.failure_code = result.failure_code
+        payment.failure_message = result.failure_message[:300]
+        payment.decline_kind = result.decline_kind
+    if receipt is not None:
+        payment.receipt_number = receipt
+        payment.received_on = billing_today()
+    return RESULT_FIELDS
+
+
+def _result_event(payment: Payment, before: str, actor):
+    return event_build(
+        kind=f"payment.{payment.status}",
+        description=_result_description(payment),
+        actor=actor,
+        customer_id=payment.customer_id,
+        payment=payment,
+        before={"status": before},
+        after={"status": payment.status, "failure_code": payment.failure_code},
+    )
 
 
 def _result_description(payment: Payment) -> str:
@@ -263,36 +301,41 @@ def _result_description(payment: Payment) -> str:
 def _charge(payment: Payment) -> ChargeResult | None:
     """Step 2, outside any transaction. ``None``: the gateway timed out."""
     if payment.method is None:
-        return ChargeResult(
-            status=PaymentStatus.FAILED,
-            reference="",
-            idempotency_key=payment.idempotency_key,
-            amount=payment.amount,
-            currency=payment.currency,
-            failure_code="method_removed",
-            failure_message="The card was removed before it could be charged.",
-        )
+        return _charge_outcome(payment, None)
     try:
-        return get_gateway(payment.gateway).charge(
+        result = get_gateway(payment.gateway).charge(
             token=payment.method.token,
             amount=payment.amount,
             currency=payment.currency,
             idempotency_key=payment.idempotency_key,
         )
-    except (GatewayTimeout, IdempotencyConflict):
+    except GatewayError as error:
+        return _charge_outcome(payment, error)
+    return _charge_outcome(payment, result)
+
+
+def _charge_outcome(payment: Payment, answer: ChargeResult | GatewayError | None):
+    """What a charge's answer means for the payment; ``None`` answer: its card is gone."""
+    if isinstance(answer, ChargeResult):
+        return answer
+    if isinstance(answer, (GatewayTimeout, IdempotencyConflict)):
         # Unknown outcome (or the key already holds a charge we don't recognise): reconcile by
         # key later; marking it failed could hide money already taken.
         return None
-    except CardUnknown as error:
+    if isinstance(answer, CardUnknown) or answer is None:
+        removed = answer is None
         return ChargeResult(
             status=PaymentStatus.FAILED,
             reference="",
             idempotency_key=payment.idempotency_key,
             amount=payment.amount,
             currency=payment.currency,
-            failure_code="card_unknown",
-            failure_message=error.message,
+            failure_code="method_removed" if removed else "card_unknown",
+            failure_message="The card was removed before it could be charged."
+            if removed
+            else answer.message,
         )
+    raise answer
 
 
 def payment_collect(
@@ -319,6 +362,117 @@ def payment_collect(
     if not created:
         return payment_reconcile(payment=payment, actor=actor)
     return payment_record_result(payment=payment, result=_charge(payment), actor=actor)
+
+
+# ----------------------------------------------------------------------------- batches
+@dataclass(frozen=True)
+class CardCharge:
+    """One invoice of a batch job (renewals, dunning) to charge to a card under a fixed key."""
+
+    invoice: Invoice  # its customer loaded
+    amount: Decimal  # its balance
+    method: PaymentMethod
+    idempotency_key: str
+
+
+def payments_begin_many(charges: Sequence[CardCharge], *, actor=None) -> list[Payment]:
+    """Step 1 for a batch, inside the caller's transaction: pending payments, their allocations
+    and invoice locks, in one INSERT each. The caller holds the invoices' row locks and knows
+    none has a payment in flight or a payment under its key (the unique constraints say so
+    otherwise, rolling the batch back)."""
+    payments = Payment.objects.bulk_create(
+        _card_payment(c.invoice.customer, c.amount, c.invoice.currency, c.method, c.idempotency_key)
+        for c in charges
+    )
+    PaymentAllocation.objects.bulk_create(
+        PaymentAllocation(payment=payment, invoice=c.invoice, amount=c.amount)
+        for payment, c in zip(payments, charges, strict=True)
+    )
+    InvoicePaymentLock.objects.bulk_create(
+        InvoicePaymentLock(invoice=c.invoice, payment=payment)
+        for payment, c in zip(payments, charges, strict=True)
+    )
+    events_record_many(
+        [
+            _started_event(payment, [c.invoice.number], actor)
+            for payment, c in zip(payments, charges, strict=True)
+        ]
+    )
+    return payments
+
+
+def payments_charge_many(payments: Sequence[Payment]) -> list[ChargeResult | None]:
+    """Step 2 for a batch, outside any transaction: each gateway charges its cards with up to
+    ``GATEWAY_CONCURRENCY`` calls in flight. ``None``: outcome unknown, as for ``_charge``."""
+    answers: dict[int, ChargeResult | None] = {}
+    by_gateway: dict[str, list[int]] = defaultdict(list)
+    for index, payment in enumerate(payments):
+        if payment.method is None:
+            answers[index] = _charge_outcome(payment, None)
+        else:
+            by_gateway[payment.gateway].append(index)
+    for name, indexes in by_gateway.items():
+        replies = get_gateway(name).charge_many(
+            [
+                ChargeRequest(
+                    token=payments[i].method.token,
+                    amount=payments[i].amount,
+                    currency=payments[i].currency,
+                    idempotency_key=payments[i].idempotency_key,
+                )
+                for i in indexes
+            ],
+            concurrency=settings.GATEWAY_CONCURRENCY,
+        )
+        for index, reply in zip(indexes, replies, strict=True):
+            answers[index] = _charge_outcome(payments[index], reply)
+    return [answers[index] for index in range(len(payments))]
+
+
+def payments_record_results_many(
+    payments: Sequence[Payment], results: Sequence[ChargeResult | None], *, actor=None
+) -> list[Payment]:
+    """Step 3 for a batch, in one transaction: every outcome, receipt numbers in one take, the
+    invoices paid settled together. A payment settled meanwhile (reconciled) is left as it is."""
+    with transaction.atomic():
+        fresh = {
+            p.pk: p
+            for p in Payment.objects.select_for_update(no_key=True).filter(
+                pk__in=[p.pk for p in payments]
+            )
+        }
+        changing = []
+        for payment, result in zip(payments, results, strict=True):
+            current = fresh[payment.pk]
+            new_status = PaymentStatus.UNKNOWN if result is None else result.status
+            if current.status not in SETTLED and new_status != current.status:
+                assert_transition("payment", current.status, new_status)
+                changing.append((current, result))
+        succeeded = [p for p, r in changing if r is not None and r.succeeded]
+        # Invoices before the receipt sequence, in pk order, as payment_record_result takes them.
+        invoices = list(
+            Invoice.objects.select_for_update(no_key=True)
+            .filter(payment_allocations__payment__in=succeeded)
+            .order_by("pk")
+        )
+        receipts = iter(
+            document_numbers_allocate(kind=DocumentKind.RECEIPT, count=len(succeeded))
+            if succeeded
+            else ()
+        )
+        events = []
+        for payment, result in changing:
+            before = payment.status
+            receipt = next(receipts) if result is not None and result.succeeded else None
+            _apply_result(payment, result, receipt)
+            events.append(_result_event(payment, before, actor))
+        Payment.objects.bulk_update([p for p, _ in changing], RESULT_FIELDS)
+        InvoicePaymentLock.objects.filter(
+            payment__in=[p for p, _ in changing if p.status != PaymentStatus.UNKNOWN]
+        ).delete()
+        events_record_many(events)
+        invoices_settle_many(invoices, actor=actor)
+    return [fresh[p.pk] for p in payments]
 
 
 def payment_reconcile(*, payment: Payment, actor=None) -> Payment:

@@ -61,7 +61,7 @@ from billing.pricing import (
 )
 from billing.proration import prorate
 from billing.selectors import customer_credit_balance, invoice_balance
-from billing.services.events import event_record
+from billing.services.events import event_build, event_record, events_record_many
 
 S = SubscriptionStatus
 ACTIVE_TERM_STATUSES = (S.LIVE, S.NON_RENEWING, S.PAST_DUE)
@@ -1062,11 +1062,7 @@ def subscription_renew(*, subscription: Subscription, actor=None) -> Outcome | N
         term = _term(sub)
         if sub.status not in ACTIVE_TERM_STATUSES or term is None or term.end > today:
             return None
-        if (
-            sub.status == S.NON_RENEWING
-            or (sub.cancel_at is not None and sub.cancel_at <= today)
-            or sub.remaining_billing_cycles == 0
-        ):
+        if renewal_ends_term(sub, today):
             return _cancel_at_term_end(sub, organization, actor)
         _apply_scheduled_change(sub, actor)
         sub.refresh_from_db()
@@ -1086,20 +1082,34 @@ def subscription_renew(*, subscription: Subscription, actor=None) -> Outcome | N
         sub.current_term_start, sub.current_term_end = period.start, period.end
         sub.save(update_fields=["current_term_start", "current_term_end", "updated_at"])
         _cycle_billed(sub)
-        _record(
-            sub,
-            "subscription.renewed",
-            f"Renewed until {period.end:%b %-d, %Y}",
-            actor,
-            invoice=invoice,
-            after={"term_start": period.start.isoformat(), "term_end": period.end.isoformat()},
-        )
+        events_record_many([renewed_event(sub, invoice, period, actor)])
         outcome = Outcome(
             subscription=sub,
             summary=ChargesSummary(invoice=charges, next_billing_date=period.end),
             invoice=invoice,
         )
     return _charge(outcome, actor)
+
+
+def renewed_event(sub: Subscription, invoice: Invoice, period: Period, actor):
+    return event_build(
+        kind="subscription.renewed",
+        description=f"Renewed until {period.end:%b %-d, %Y}",
+        actor=actor,
+        customer_id=sub.customer_id,
+        subscription=sub,
+        invoice=invoice,
+        after={"term_start": period.start.isoformat(), "term_end": period.end.isoformat()},
+    )
+
+
+def renewal_ends_term(sub: Subscription, today: datetime.date) -> bool:
+    """Whether the term ending now is the last: cancelled, non-renewing or out of cycles."""
+    return (
+        sub.status == S.NON_RENEWING
+        or (sub.cancel_at is not None and sub.cancel_at <= today)
+        or sub.remaining_billing_cycles == 0
+    )
 
 
 def _start_of(day: datetime.date, organization: Organization) -> datetime.datetime:

@@ -297,6 +297,8 @@ CELERY_BEAT_SCHEDULE = {
 # ----------------------------------------------------------------------------- billing
 PAYMENT_GATEWAY = env.PAYMENT_GATEWAY
 SANDBOX_GATEWAY_LATENCY_MS = env.SANDBOX_GATEWAY_LATENCY_MS
+GATEWAY_CONCURRENCY = env.GATEWAY_CONCURRENCY
+BILLING_BATCH_SIZE = env.BILLING_BATCH_SIZE
 
 # ----------------------------------------------------------------------------- logging
 LOGGING = {

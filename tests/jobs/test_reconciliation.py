@@ -4,6 +4,7 @@ it is ``RECONCILE_AFTER`` old, never charged again under a new key. A renewal wh
 before the charge began is charged by the next run, under the invoice's own key.
 """
 
+import dataclasses
 import datetime
 
 import pytest
@@ -12,7 +13,7 @@ from billing import jobs
 from billing.enums import InvoiceStatus, PaymentStatus, SubscriptionStatus
 from billing.gateways import get_gateway
 from billing.models import Invoice, InvoicePaymentLock, Payment
-from billing.services import payments
+from billing.services import payments, renewals
 from billing.services.payments import payment_begin
 from billing.services.subscriptions import invoice_attempt_key
 from tests.factories import PlanFactory
@@ -141,8 +142,54 @@ def test_pending_payment_never_sent_reconcile_charges_once_under_the_same_key(or
     assert ledger_count() == 1
 
 
-def test_renewal_committed_but_worker_died_before_charging_next_run_charges_it_once(
+@pytest.fixture
+def one_by_one_renewals(monkeypatch):
+    """Renew through ``subscription_renew`` one by one, the path renewals that cancel, change or
+    bill usage take (and a whole batch whose set-based step failed)."""
+    job = jobs.JOBS_BY_NAME["renew"]
+    monkeypatch.setitem(jobs.JOBS_BY_NAME, "renew", dataclasses.replace(job, run_many=None))
+
+
+def test_batch_renewal_committed_but_worker_died_before_charging_is_reconciled_by_key_once(
     organization, travel, monkeypatch
+):
+    travel(D(2027, 3, 10))
+    subscription = new_subscription()
+    renewal_time = travel(D(2027, 4, 10))
+
+    def killed(*_args, **_kwargs):
+        raise WorkerKilled
+
+    with monkeypatch.context() as patch:
+        patch.setattr(renewals, "payments_charge_many", killed)
+        with pytest.raises(WorkerKilled):
+            billing_run(renewal_time)
+
+    # The batch committed the invoice and its pending payment (the invoice locked by it).
+    invoice = renewal_of(subscription, D(2027, 4, 10))
+    (payment,) = Payment.objects.filter(allocations__invoice=invoice)
+    assert payment.status == PaymentStatus.PENDING
+    assert payment.idempotency_key == invoice_attempt_key(invoice)
+    assert InvoicePaymentLock.objects.filter(invoice=invoice, payment=payment).exists()
+    assert ledger_count(invoice_attempt_key(invoice)) == 0
+
+    # The same day's rerun bills and charges nothing: the payment may be in flight elsewhere.
+    rerun = outcomes(billing_run(renewal_time))
+    assert not [label for label in rerun if label.startswith(("renewed", "reconciled"))]
+    assert Invoice.objects.filter(subscription=subscription).count() == 2
+    out = billing_run(renewal_time + jobs.RECONCILE_AFTER + MINUTE)
+
+    assert outcomes(out)["reconciled_succeeded"] == 1
+    payment.refresh_from_db()
+    invoice.refresh_from_db()
+    assert payment.status == PaymentStatus.SUCCEEDED
+    assert invoice.status == InvoiceStatus.PAID
+    assert ledger_count(invoice_attempt_key(invoice)) == 1
+    assert Payment.objects.filter(allocations__invoice=invoice).count() == 1
+
+
+def test_renewal_committed_but_worker_died_before_charging_next_run_charges_it_once(
+    organization, travel, monkeypatch, one_by_one_renewals
 ):
     travel(D(2027, 3, 10))
     subscription = new_subscription()

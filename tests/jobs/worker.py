@@ -8,7 +8,8 @@ with three test-only adjustments, all made here so production code carries no te
 * a message taken by a worker that dies unacknowledged becomes visible again after
   ``JOBS_TEST_VISIBILITY_TIMEOUT`` seconds instead of an hour, so redelivery is observable;
 * with ``JOBS_TEST_KILL_AFTER_CHARGE=1`` the process SIGKILLs itself right after the sandbox
-  gateway has charged a card and before the caller can record the result: the deterministic
+  gateway has charged a card (or a batch of cards) and before the caller can record the
+  result: the deterministic
   version of "the worker died mid-renewal".
 
 Readiness is announced in Redis (``<prefix>ready:<NAME>`` = pid) once the worker consumes.
@@ -43,7 +44,7 @@ def configure() -> None:
     if os.environ.get("JOBS_TEST_KILL_AFTER_CHARGE") == "1":
         from billing.gateways.sandbox import SandboxGateway
 
-        charge = SandboxGateway.charge
+        charge, charge_many = SandboxGateway.charge, SandboxGateway.charge_many
 
         def charge_then_die(self, **kwargs):
             try:
@@ -52,7 +53,14 @@ def configure() -> None:
                 # The money moved (or the answer was lost); nobody lives to record it.
                 os.kill(os.getpid(), signal.SIGKILL)
 
+        def charge_many_then_die(self, requests, **kwargs):
+            try:
+                charge_many(self, requests, **kwargs)
+            finally:
+                os.kill(os.getpid(), signal.SIGKILL)
+
         SandboxGateway.charge = charge_then_die
+        SandboxGateway.charge_many = charge_many_then_die
 
 
 def announce_ready(name: str) -> None:

@@ -15,6 +15,12 @@ class CodeForm(forms.Form):
     )
 
 
+class PasskeyNameForm(forms.Form):
+    """The name a passkey is listed under (django-otp's device names hold 64 characters)."""
+
+    name = forms.CharField(label="Name", max_length=64, required=False, strip=True)
+
+
 class ReauthenticateForm(forms.Form):
     """Confirm it is still you: your password, or a current code from your authenticator."""
 

@@ -13,8 +13,16 @@ from accounts.stages import SSO_TRUSTED_SESSION_KEY
 
 STARTED_KEY = "accounts_session_started"
 SEEN_KEY = "accounts_session_seen"
-# Where a user who must enrol in MFA may still go.
-ENROLMENT_PATHS = ("/accounts/mfa/setup/", "/accounts/logout/", "/static/", "/healthz")
+# Where a user who must enrol in MFA (or verify this session) may still go: the setup page and
+# the passkey ceremonies it runs.
+ENROLMENT_PATHS = (
+    "/accounts/mfa/setup/",
+    "/accounts/mfa/passkeys/register/",
+    "/accounts/mfa/passkeys/verify/",
+    "/accounts/logout/",
+    "/static/",
+    "/healthz",
+)
 
 
 class SessionTimeoutMiddleware:

@@ -4,6 +4,9 @@ django-otp does the cryptography and per-device exponential backoff. On top of i
 - verification locks the device row, so one TOTP code submitted twice at once passes once;
 - a device that has failed ``MAX_DEVICE_FAILURES`` times in a row is locked until staff reset it;
 - an IP address that fails ``MAX_IP_FAILURES`` times within an hour is refused for that hour.
+
+Passkeys (``accounts.passkeys``) are devices too, but they answer a WebAuthn ceremony instead of
+a typed code: they count as enrolment, are removed with the rest, and share the per-network cap.
 """
 
 import secrets
@@ -16,6 +19,7 @@ from django_otp import devices_for_user
 from django_otp.plugins.otp_email.models import EmailDevice
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from django_otp_webauthn.models import WebAuthnCredential
 
 from accounts.models import User
 from billing.models import Organization
@@ -25,7 +29,7 @@ MAX_IP_FAILURES = 50
 IP_WINDOW_SECONDS = 3600
 BACKUP_CODE_COUNT = 10
 
-DEVICE_MODELS = (TOTPDevice, StaticDevice, EmailDevice)
+DEVICE_MODELS = (TOTPDevice, StaticDevice, EmailDevice, WebAuthnCredential)
 
 
 class OTPError(Exception):
@@ -38,18 +42,30 @@ class Verified:
 
 
 def confirmed_devices(user: User) -> list:
+    """The devices a typed code may belong to (a passkey never accepts one)."""
     return [d for d in devices_for_user(user, confirmed=True) if _allowed(d)]
 
 
 def _allowed(device) -> bool:
+    if isinstance(device, WebAuthnCredential):
+        return False
     if isinstance(device, EmailDevice):
         return Organization.load().email_otp_enabled
     return True
 
 
-def has_mfa(user: User) -> bool:
-    """Enrolled: a confirmed authenticator app. Backup and email codes are fallbacks only."""
+def has_totp(user: User) -> bool:
     return TOTPDevice.objects.filter(user=user, confirmed=True).exists()
+
+
+def has_passkey(user: User) -> bool:
+    return WebAuthnCredential.objects.filter(user=user, confirmed=True).exists()
+
+
+def has_mfa(user: User) -> bool:
+    """Enrolled: a confirmed authenticator app or a passkey. Backup and email codes are
+    fallbacks only."""
+    return has_totp(user) or has_passkey(user)
 
 
 def mfa_required(user: User) -> bool:
@@ -62,11 +78,12 @@ def _ip_key(ip: str) -> str:
     return f"otp-failures:{ip}"
 
 
-def _ip_blocked(ip: str) -> bool:
+def ip_blocked(ip: str) -> bool:
     return (cache.get(_ip_key(ip)) or 0) >= MAX_IP_FAILURES
 
 
-def _ip_failed(ip: str) -> None:
+def ip_failed(ip: str) -> None:
+    """Count one refused code or passkey against the network it came from."""
     key = _ip_key(ip)
     if not cache.add(key, 1, IP_WINDOW_SECONDS):
         try:
@@ -82,7 +99,7 @@ def device_locked(device) -> bool:
 def verify_code(*, user: User, code: str, ip: str) -> Verified:
     """Check ``code`` against the user's devices; raise ``OTPError`` with the reason if refused."""
     code = "".join(code.split())
-    if _ip_blocked(ip):
+    if ip_blocked(ip):
         raise OTPError("Too many wrong codes from this network. Try again in an hour.")
     if not code:
         raise OTPError("Enter the code.")
@@ -102,7 +119,7 @@ def verify_code(*, user: User, code: str, ip: str) -> Verified:
                 continue
             if current.verify_token(code):
                 return Verified(device=current)
-    _ip_failed(ip)
+    ip_failed(ip)
     if locked == len(devices):
         raise OTPError(
             "This account's codes are locked after too many failures. Contact us to reset them."

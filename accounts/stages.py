@@ -1,13 +1,13 @@
-"""The MFA login stage: a login is not complete until a one-time code is verified.
+"""The MFA login stage: a login is not complete until a one-time code (or a passkey) is verified.
 
 allauth runs its login stages after the password (or SSO) step and before ``login()``; until
 they all pass there is no authenticated session at all, only a stashed pending login.
 
 The stage decides once, when it starts, which step the pending login must pass: ``verify`` (a
-code from an enrolled device) or ``enrol`` (set up an authenticator app first). The step is kept
-in the stashed login and each stage view serves only its own step, so a pending login that must
-verify cannot enrol a new device instead, and one that must enrol cannot slip through with an
-emailed code.
+code from an enrolled device, or a passkey) or ``enrol`` (set up an authenticator app or a
+passkey first). The step is kept in the stashed login and each stage view serves only its own
+step, so a pending login that must verify cannot enrol a new device instead, and one that must
+enrol cannot slip through with an emailed code.
 """
 
 from allauth.account.stages import LoginStage

@@ -1,13 +1,16 @@
 """Sign-in second factor, enrolment, device management, re-authentication and the profile.
 
 The stage views run between the password step and ``login()``; the others need a signed-in
-user. Every change is a POST with CSRF; GET only shows.
+user. Every change is a POST with CSRF; GET only shows. The passkey ceremonies these pages offer
+are in ``accounts.passkey_views``.
 """
 
 from functools import wraps
+from urllib.parse import urlencode
 
 import django_otp
 from allauth.account.internal.decorators import login_stage_required
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
@@ -19,7 +22,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accounts import otp
+from accounts import otp, passkeys
 from accounts.decorators import mark_reauthenticated, recent_login_required
 from accounts.forms import CodeForm, ProfileForm, ReauthenticateForm, client_ip
 from accounts.stages import STEP_ENROL, STEP_URLNAMES, STEP_VERIFY, OTPStage
@@ -44,7 +47,7 @@ def _safe_next(request, default: str) -> str:
     return target if _is_safe_path(request, target) else default
 
 
-def _finish_login(request, device, stage):
+def finish_login(request, device, stage):
     """The code is good: complete the pending login, then mark this session OTP-verified."""
     response = stage.exit()
     if request.user.is_authenticated:
@@ -91,7 +94,7 @@ def otp_verify(request):
         except otp.OTPError as error:
             form.add_error("code", str(error))
         else:
-            return _finish_login(request, verified.device, stage)
+            return finish_login(request, verified.device, stage)
     return render(
         request,
         "accounts/otp_verify.html",
@@ -99,6 +102,10 @@ def otp_verify(request):
             "form": form,
             "email_codes": Organization.load().email_otp_enabled,
             "backup_codes_left": otp.backup_codes_left(user),
+            "has_totp": otp.has_totp(user),
+            "passkey": passkey_authentication(
+                user, "accounts_otp_passkey_begin", "accounts_otp_passkey_complete"
+            ),
         },
     )
 
@@ -132,19 +139,51 @@ def otp_enrol(request):
     if request.method == "POST" and form.is_valid():
         if otp.totp_confirm(device=device, code=form.cleaned_data["code"]):
             request.session.pop(ENROL_DEVICE_SESSION_KEY, None)
-            # Kept in the session for one display, right after the login completes.
-            request.session[BACKUP_CODES_SESSION_KEY] = otp.backup_codes_regenerate(user)
             _record(user, "user.mfa_enrolled", "Authenticator app set up")
-            response = _finish_login(request, TOTPDevice.objects.get(pk=device.pk), stage)
-            if request.user.is_authenticated and isinstance(response, HttpResponseRedirect):
-                # The codes first, then wherever the login was going (e.g. its ?next=).
-                request.session[BACKUP_CODES_NEXT_SESSION_KEY] = response.url
-                return redirect("accounts_backup_codes_new")
-            return response
+            return enrolment_finish(request, TOTPDevice.objects.get(pk=device.pk), stage)
         form.add_error(
             "code", "That code is not valid. Check the time on your phone and try again."
         )
-    return render(request, "accounts/otp_enrol.html", _enrol_context(form, device, forced=True))
+    context = _enrol_context(form, device, forced=True)
+    context["passkey"] = passkey_registration(
+        "accounts_otp_enrol_passkey_begin", "accounts_otp_enrol_passkey_complete"
+    )
+    return render(request, "accounts/otp_enrol.html", context)
+
+
+def enrolment_finish(request, device, stage):
+    """The first second factor is set up at the login stage: complete the login, then show the
+    new backup codes once before going wherever the login was going (e.g. its ?next=)."""
+    # Kept in the session for one display, right after the login completes.
+    request.session[BACKUP_CODES_SESSION_KEY] = otp.backup_codes_regenerate(device.user)
+    response = finish_login(request, device, stage)
+    if request.user.is_authenticated and isinstance(response, HttpResponseRedirect):
+        request.session[BACKUP_CODES_NEXT_SESSION_KEY] = response.url
+        return redirect("accounts_backup_codes_new")
+    return response
+
+
+def passkey_authentication(user, begin_urlname: str, complete_urlname: str) -> dict | None:
+    """What a page needs to offer "Use a passkey" (templates/accounts/_passkey.html): only to
+    a user who has one, and only where passkeys are on."""
+    if not settings.PASSKEYS_ENABLED or not otp.has_passkey(user):
+        return None
+    return {
+        "mode": "authenticate",
+        "begin_url": reverse(begin_urlname),
+        "complete_url": reverse(complete_urlname),
+    }
+
+
+def passkey_registration(begin_urlname: str, complete_urlname: str) -> dict | None:
+    """What a page needs to offer "Add a passkey", where passkeys are on."""
+    if not settings.PASSKEYS_ENABLED:
+        return None
+    return {
+        "mode": "register",
+        "begin_url": reverse(begin_urlname),
+        "complete_url": reverse(complete_urlname),
+    }
 
 
 def _enrolment_device(request, user) -> TOTPDevice:
@@ -209,7 +248,10 @@ def security(request):
         request,
         "accounts/security.html",
         {
-            "has_totp": otp.has_mfa(user),
+            "has_totp": otp.has_totp(user),
+            "has_mfa": otp.has_mfa(user),
+            "passkeys": passkeys.passkeys_for(user),
+            "passkeys_enabled": settings.PASSKEYS_ENABLED,
             "backup_codes_left": otp.backup_codes_left(user),
             "email_codes": Organization.load().email_otp_enabled,
             "mfa_required": otp.mfa_required(user),
@@ -236,12 +278,31 @@ def mfa_setup(request):
                 django_otp.login(request, verified.device)
                 mark_reauthenticated(request)
                 return redirect(_safe_next(request, reverse("accounts_security")))
-        return render(request, "accounts/otp_verify_session.html", {"form": form})
-    if otp.has_mfa(user):
+        return render(
+            request,
+            "accounts/otp_verify_session.html",
+            {
+                "form": form,
+                "has_totp": otp.has_totp(user),
+                "passkey": _passkey_verification(request),
+            },
+        )
+    if otp.has_totp(user):
         return redirect("accounts_security")
     if otp.mfa_required(user) and not user.is_verified():
         return _mfa_setup_form(request, user, forced=True)
     return _mfa_setup_guarded(request)
+
+
+def _passkey_verification(request) -> dict | None:
+    """The passkey ceremony that verifies a signed-in session, returning to the page's next."""
+    ceremony = passkey_authentication(
+        request.user, "accounts_passkey_verify_begin", "accounts_passkey_verify_complete"
+    )
+    next_url = _safe_next(request, "")
+    if ceremony and next_url:
+        ceremony["complete_url"] += f"?{urlencode({'next': next_url})}"
+    return ceremony
 
 
 @recent_login_required
@@ -264,7 +325,11 @@ def _mfa_setup_form(request, user, *, forced: bool):
         form.add_error(
             "code", "That code is not valid. Check the time on your phone and try again."
         )
-    return render(request, "accounts/otp_enrol.html", _enrol_context(form, device, forced=forced))
+    context = _enrol_context(form, device, forced=forced)
+    context["passkey"] = passkey_registration(
+        "accounts_passkey_register_begin", "accounts_passkey_register_complete"
+    )
+    return render(request, "accounts/otp_enrol.html", context)
 
 
 @require_POST
@@ -305,7 +370,12 @@ def reauthenticate(request):
     return render(
         request,
         "accounts/reauthenticate.html",
-        {"form": form, "next": _safe_next(request, ""), "has_totp": otp.has_mfa(request.user)},
+        {
+            "form": form,
+            "next": _safe_next(request, ""),
+            "has_totp": otp.has_totp(request.user),
+            "passkey": _passkey_verification(request),
+        },
     )
 
 

@@ -6,6 +6,7 @@ demo. Settings modules import these values; nothing else calls ``os.environ``.
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
@@ -76,3 +77,14 @@ OIDC_PROVIDER_ID = env_str("OIDC_PROVIDER_ID", "sso")
 OIDC_NAME = env_str("OIDC_NAME", "Single sign-on")
 OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID")
 OIDC_CLIENT_SECRET = env_str("OIDC_CLIENT_SECRET")
+
+# Passkeys (WebAuthn). A passkey is bound to the relying party ID, a domain: changing it later
+# makes every registered passkey unusable (users then sign in with a code and add a new one).
+# The browser offers passkeys only on https (or http://localhost), and only for an RP ID that is
+# the page's host or a parent domain of it; never an IP address.
+_SITE = urlsplit(SITE_URL)
+PASSKEY_RP_ID = env_str("PASSKEY_RP_ID", _SITE.hostname or "localhost")
+# The name authenticators show next to a passkey; empty: the organization's name (admin).
+PASSKEY_RP_NAME = env_str("PASSKEY_RP_NAME")
+# The origins (scheme://host[:port]) pages that run a ceremony are served from.
+PASSKEY_ALLOWED_ORIGINS = env_list("PASSKEY_ALLOWED_ORIGINS", f"{_SITE.scheme}://{_SITE.netloc}")

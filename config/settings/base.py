@@ -1,5 +1,7 @@
 """Settings shared by every environment. Values a deployer changes come from ``config.env``."""
 
+from urllib.parse import urlsplit
+
 import dj_database_url
 
 from config import env
@@ -38,6 +40,7 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
     "django_otp.plugins.otp_email",
+    "django_otp_webauthn",
     "allauth",
     "allauth.account",
     "allauth.socialaccount",
@@ -203,6 +206,25 @@ OTP_EMAIL_TOKEN_VALIDITY = 600
 OTP_EMAIL_COOLDOWN_DURATION = 60
 OTP_EMAIL_SUBJECT = "Your sign-in code"
 OTP_EMAIL_BODY_TEMPLATE_PATH = "emails/otp_code.txt"
+
+# Passkeys (django-otp-webauthn): one more django-otp device, a second factor after the password
+# and never instead of it. accounts.passkeys adds our rules; the package's own views and URLs
+# are not mounted (accounts.passkey_views subclasses them for our login stage).
+OTP_WEBAUTHN_RP_ID = env.PASSKEY_RP_ID
+OTP_WEBAUTHN_RP_NAME = env.PASSKEY_RP_NAME
+OTP_WEBAUTHN_RP_NAME_CALLABLE = "accounts.passkeys.relying_party_name"
+OTP_WEBAUTHN_ALLOWED_ORIGINS = env.PASSKEY_ALLOWED_ORIGINS
+OTP_WEBAUTHN_ALLOW_PASSWORDLESS_LOGIN = False
+OTP_WEBAUTHN_HELPER_CLASS = "accounts.passkeys.PasskeyHelper"
+# accounts.passkey_views logs refusals with their reason; no tracebacks for a user's mistake.
+OTP_WEBAUTHN_EXCEPTION_LOGGER_NAME = ""
+# Browsers run WebAuthn only in a secure context. A site served over plain http from another
+# host (a demo on a LAN address) has no passkeys, instead of failing the package's checks.
+PASSKEYS_ENABLED = bool(env.PASSKEY_ALLOWED_ORIGINS) and all(
+    parts.scheme == "https" or (parts.scheme == "http" and parts.hostname == "localhost")
+    for parts in map(urlsplit, env.PASSKEY_ALLOWED_ORIGINS)
+)
+SILENCED_SYSTEM_CHECKS = [] if PASSKEYS_ENABLED else ["otp_webauthn.E030", "otp_webauthn.E031"]
 
 # ----------------------------------------------------------------------------- i18n
 LANGUAGE_CODE = "en-us"

@@ -126,6 +126,12 @@ def run_dunning(pk: int) -> str:
     return f"dunning_{attempt.status}"
 
 
+def run_dunning_many(ids: list[int]) -> tuple[Counter, list[int]]:
+    from billing.services.dunning import dunning_retry_many
+
+    return dunning_retry_many(ids)
+
+
 def run_reconcile(pk: int) -> str:
     from billing.services.payments import payment_reconcile
 
@@ -253,6 +259,7 @@ JOBS: tuple[Job, ...] = (
             status=PaymentAttemptStatus.SCHEDULED, scheduled_for__lte=now
         ),
         run_dunning,
+        run_dunning_many,
     ),
     Job(
         "reconcile",

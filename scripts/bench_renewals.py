@@ -56,6 +56,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--profile-batch", type=int, default=200, help="renewals profiled inline")
     parser.add_argument("--latency-ms", type=int, default=0, help="sandbox gateway latency")
+    parser.add_argument(
+        "--profile-only", action="store_true", help="stop after profiling the inline batches"
+    )
     parser.add_argument("--database", default="bench_billing")
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379")
@@ -671,6 +674,8 @@ def main() -> None:
     profiled = seeded["renew_ids"][: ARGS.profile_batch]
     if profiled:
         profile_batch(profiled)
+    if ARGS.profile_only:
+        return
     connection.close()
 
     workers = Workers(ARGS.workers, Path(tempfile.gettempdir()))

@@ -1,10 +1,14 @@
 """Dunning: what happens after an automatic charge fails, per the merchant's policy (rule 11)."""
 
 import datetime
+import logging
+from collections import Counter
+from collections.abc import Sequence
 
 from django.db import transaction
 from django.utils import timezone
 
+from billing.bulk import bulk_update_rows
 from billing.clock import billing_today
 from billing.enums import (
     CancelReason,
@@ -20,13 +24,16 @@ from billing.lifecycle import can_transition
 from billing.models import (
     DunningPolicy,
     Invoice,
+    InvoicePaymentLock,
     Organization,
     Payment,
     PaymentAttempt,
     Subscription,
 )
 from billing.periods import start_of_day
-from billing.services.events import event_record
+from billing.services.events import event_build, event_record, events_record_many
+
+logger = logging.getLogger(__name__)
 
 
 def dunning_start(*, invoice: Invoice, payment: Payment, actor=None) -> list[PaymentAttempt]:
@@ -147,21 +154,173 @@ def dunning_retry(*, attempt: PaymentAttempt, actor=None) -> PaymentAttempt:
             return attempt
         attempt.decline_kind = payment.decline_kind
         _attempt_close(attempt, PaymentAttemptStatus.FAILED)
-        event_record(
-            kind="dunning.retry_failed",
-            description=f"Retry {attempt.attempt_number} for invoice {invoice.number} failed: "
-            f"{payment.failure_message or payment.failure_code}",
-            actor=actor,
-            invoice=invoice,
-            subscription=invoice.subscription,
-            payment=payment,
-            after={"attempt": attempt.attempt_number, "decline_kind": payment.decline_kind},
-        )
+        events_record_many([_retry_failed_event(attempt, invoice, payment, actor)])
         if payment.decline_kind == DeclineKind.HARD:
             _skip_remaining(invoice)
         if not invoice.payment_attempts.filter(status=PaymentAttemptStatus.SCHEDULED).exists():
             dunning_final_action(invoice=invoice, actor=actor)
     return attempt
+
+
+def _retry_failed_event(attempt: PaymentAttempt, invoice: Invoice, payment: Payment, actor):
+    return event_build(
+        kind="dunning.retry_failed",
+        description=f"Retry {attempt.attempt_number} for invoice {invoice.number} failed: "
+        f"{payment.failure_message or payment.failure_code}",
+        actor=actor,
+        customer_id=invoice.customer_id,
+        invoice=invoice,
+        subscription_id=invoice.subscription_id,
+        payment=payment,
+        after={"attempt": attempt.attempt_number, "decline_kind": payment.decline_kind},
+    )
+
+
+def dunning_retry_many(ids: Sequence[int], *, actor=None) -> tuple[Counter, list[int]]:
+    """``dunning_retry`` for a batch of due attempts, set-based like the renewal batch: one
+    transaction begins every charge, the gateway charges them concurrently, one transaction
+    records the outcomes and closes the attempts. Returns the counts (``dunning_<status>``)
+    and the attempts left to ``dunning_retry`` one by one: those with no card on the
+    subscription, a payment already in flight, or a charge already begun under the attempt's
+    key (a rerun after a crash, which reconciles by that key) — and all of them if the batch's
+    first step fails."""
+    from billing.selectors import invoices_with_amounts
+    from billing.services.payments import (
+        CardCharge,
+        payments_begin_many,
+        payments_charge_many,
+        payments_record_results_many,
+    )
+    from billing.services.subscriptions import invoice_attempt_key
+
+    counts: Counter = Counter()
+    one_by_one: list[int] = []
+    try:
+        with transaction.atomic():
+            attempts = list(
+                PaymentAttempt.objects.select_for_update(of=("self",), skip_locked=True)
+                .select_related("invoice__customer", "invoice__subscription__payment_method")
+                .filter(pk__in=ids, status=PaymentAttemptStatus.SCHEDULED)
+                .order_by("pk")
+            )
+            if len(attempts) < len(ids):
+                counts["dunning_not_due"] += len(ids) - len(attempts)
+            invoice_ids = [a.invoice_id for a in attempts]
+            balances = dict(
+                invoices_with_amounts(Invoice.objects.filter(pk__in=invoice_ids)).values_list(
+                    "pk", "balance_due"
+                )
+            )
+            locked = set(
+                InvoicePaymentLock.objects.filter(invoice__in=invoice_ids).values_list(
+                    "invoice_id", flat=True
+                )
+            )
+            keys = {a.pk: invoice_attempt_key(a.invoice, a.attempt_number) for a in attempts}
+            begun = set(
+                Payment.objects.filter(idempotency_key__in=keys.values()).values_list(
+                    "idempotency_key", flat=True
+                )
+            )
+            now = timezone.now()
+            skipped, charging = [], []
+            for attempt in sorted(attempts, key=lambda a: (a.invoice_id, a.attempt_number)):
+                invoice = attempt.invoice
+                subscription = invoice.subscription
+                if invoice.status != InvoiceStatus.OPEN or balances[invoice.pk] <= 0:
+                    attempt.status, attempt.attempted_at = PaymentAttemptStatus.SKIPPED, now
+                    skipped.append(attempt)
+                elif (
+                    subscription is None
+                    or subscription.payment_method is None
+                    or invoice.pk in locked
+                    or keys[attempt.pk] in begun
+                ):
+                    one_by_one.append(attempt.pk)
+                else:
+                    charging.append(attempt)
+                    # A later attempt of the same invoice due too (a run catching up) comes
+                    # after this one's outcome, one by one, as dunning_retry would take it.
+                    locked.add(invoice.pk)
+            if skipped:
+                bulk_update_rows(skipped, ["status", "attempted_at"])
+                counts["dunning_skipped"] += len(skipped)
+            payments = payments_begin_many(
+                [
+                    CardCharge(
+                        invoice=a.invoice,
+                        amount=balances[a.invoice_id],
+                        method=a.invoice.subscription.payment_method,
+                        idempotency_key=keys[a.pk],
+                    )
+                    for a in charging
+                ],
+                actor=actor,
+            )
+    except Exception:
+        logger.exception("dunning batch of %s failed; retrying one by one", len(ids))
+        return Counter(), list(ids)
+    if not payments:
+        return counts, one_by_one
+    try:
+        results = payments_charge_many(payments)
+        recorded = payments_record_results_many(payments, results, actor=actor)
+    except Exception:
+        # The payments stay pending; the attempts stay scheduled. The reconciliation job
+        # settles the payments by key, and the next retry run finds them by the same key.
+        logger.exception("dunning batch: %s charges left pending for reconciliation", len(payments))
+        counts["dunning_scheduled"] += len(payments)
+        return counts, one_by_one
+    counts.update(_close_attempts(charging, recorded, actor))
+    return counts, one_by_one
+
+
+def _close_attempts(attempts: list[PaymentAttempt], payments: list[Payment], actor) -> Counter:
+    """Record each attempt's outcome (as ``dunning_retry`` does after its charge); the policy's
+    final action runs for the invoices left without a scheduled retry."""
+    counts: Counter = Counter()
+    with transaction.atomic():
+        fresh = PaymentAttempt.objects.select_for_update().in_bulk([a.pk for a in attempts])
+        now = timezone.now()
+        closed, events, finals = [], [], []
+        for attempt, payment in zip(attempts, payments, strict=True):
+            current = fresh[attempt.pk]
+            succeeded = payment.status == PaymentStatus.SUCCEEDED
+            if not (
+                current.status == PaymentAttemptStatus.SCHEDULED
+                or (succeeded and current.status == PaymentAttemptStatus.SKIPPED)
+            ):
+                counts[f"dunning_{current.status}"] += 1
+                continue
+            current.payment = payment
+            if succeeded:
+                # Our own charge settled the invoice, which skipped the attempts still
+                # scheduled — this one included. It is the attempt that succeeded.
+                current.status, current.attempted_at = PaymentAttemptStatus.SUCCEEDED, now
+            elif payment.status == PaymentStatus.FAILED:
+                current.status, current.attempted_at = PaymentAttemptStatus.FAILED, now
+                current.decline_kind = payment.decline_kind
+                events.append(_retry_failed_event(current, attempt.invoice, payment, actor))
+                finals.append((attempt.invoice, payment))
+            # Unknown outcome: stays scheduled with its payment; the rerun reconciles by key.
+            closed.append(current)
+            counts[f"dunning_{current.status}"] += 1
+        bulk_update_rows(closed, ["status", "attempted_at", "payment", "decline_kind"])
+        events_record_many(events)
+        # A hard decline: no retry can succeed (see dunning_retry).
+        PaymentAttempt.objects.filter(
+            invoice__in=[i for i, p in finals if p.decline_kind == DeclineKind.HARD],
+            status=PaymentAttemptStatus.SCHEDULED,
+        ).update(status=PaymentAttemptStatus.SKIPPED)
+        still_scheduled = set(
+            PaymentAttempt.objects.filter(
+                invoice__in=[i for i, _ in finals], status=PaymentAttemptStatus.SCHEDULED
+            ).values_list("invoice_id", flat=True)
+        )
+        for invoice, _payment in finals:
+            if invoice.pk not in still_scheduled:
+                dunning_final_action(invoice=invoice, actor=actor)
+    return counts
 
 
 def _retry_method(invoice: Invoice):

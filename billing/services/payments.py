@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from billing.bulk import bulk_update_rows
 from billing.clock import billing_today
 from billing.enums import (
     CreditNoteStatus,
@@ -239,7 +240,11 @@ def payment_record_result(*, payment: Payment, result: ChargeResult | None, acto
         receipt = None
         if new_status == PaymentStatus.SUCCEEDED:
             receipt = document_number_allocate(kind=DocumentKind.RECEIPT)
-        payment.save(update_fields=_apply_result(payment, result, receipt))
+        payment.save(
+            update_fields=_apply_result(
+                payment, result, receipt, now=timezone.now(), today=billing_today()
+            )
+        )
         if new_status != PaymentStatus.UNKNOWN:
             # An unknown outcome keeps the invoices locked: nobody may pay them twice meanwhile.
             InvoicePaymentLock.objects.filter(payment=payment).delete()
@@ -262,10 +267,17 @@ RESULT_FIELDS = [
 ]
 
 
-def _apply_result(payment: Payment, result: ChargeResult | None, receipt: str | None) -> list[str]:
+def _apply_result(
+    payment: Payment,
+    result: ChargeResult | None,
+    receipt: str | None,
+    *,
+    now: datetime.datetime,
+    today: datetime.date,
+) -> list[str]:
     """Set what the gateway said (``None``: unknown) on the payment; return the fields set."""
     payment.status = PaymentStatus.UNKNOWN if result is None else result.status
-    payment.processed_at = payment.updated_at = timezone.now()
+    payment.processed_at = payment.updated_at = now
     if result is not None:
         payment.gateway_reference = result.reference
         payment.failure_code = result.failure_code
@@ -273,7 +285,7 @@ def _apply_result(payment: Payment, result: ChargeResult | None, receipt: str | 
         payment.decline_kind = result.decline_kind
     if receipt is not None:
         payment.receipt_number = receipt
-        payment.received_on = billing_today()
+        payment.received_on = today
     return RESULT_FIELDS
 
 
@@ -461,12 +473,13 @@ def payments_record_results_many(
             else ()
         )
         events = []
+        now, today = timezone.now(), billing_today()
         for payment, result in changing:
             before = payment.status
             receipt = next(receipts) if result is not None and result.succeeded else None
-            _apply_result(payment, result, receipt)
+            _apply_result(payment, result, receipt, now=now, today=today)
             events.append(_result_event(payment, before, actor))
-        Payment.objects.bulk_update([p for p, _ in changing], RESULT_FIELDS)
+        bulk_update_rows([p for p, _ in changing], RESULT_FIELDS)
         InvoicePaymentLock.objects.filter(
             payment__in=[p for p, _ in changing if p.status != PaymentStatus.UNKNOWN]
         ).delete()

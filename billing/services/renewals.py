@@ -27,6 +27,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from billing.bulk import bulk_update_rows
 from billing.clock import billing_today
 from billing.enums import DocumentKind, InvoiceKind, PaymentStatus
 from billing.models import (
@@ -152,7 +153,7 @@ def _bill(ids, organization, today, batch: RenewalBatch, actor) -> list[Payment]
         sub.updated_at = now  # bulk_update sets no auto_now field itself
         if sub.remaining_billing_cycles:
             sub.remaining_billing_cycles -= 1
-    Subscription.objects.bulk_update(
+    bulk_update_rows(
         subs, ["current_term_start", "current_term_end", "remaining_billing_cycles", "updated_at"]
     )
     # One cycle billed: count down limited coupons (as _cycle_billed does one by one).

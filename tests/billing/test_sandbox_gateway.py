@@ -24,10 +24,14 @@ from billing.enums import DeclineKind, PaymentStatus, RefundStatus
 from billing.gateways import (
     CardInvalid,
     CardUnknown,
+    ChargeRequest,
+    ChargeResult,
     GatewayTimeout,
     IdempotencyConflict,
+    PaymentGateway,
     RefundNotPossible,
     get_gateway,
+    sandbox,
 )
 from billing.gateways.base import luhn_valid
 from billing.gateways.sandbox import SandboxGateway
@@ -638,3 +642,109 @@ def test_get_gateway_unknown_name_raises_improperly_configured(settings):
 
     with pytest.raises(ImproperlyConfigured, match="nonexistent"):
         get_gateway()
+
+
+# ----------------------------------------------------------------------------- batches
+def request(token: str, *, key: str | None = None, amount: str = "25.00") -> ChargeRequest:
+    return ChargeRequest(
+        token=token, amount=Decimal(amount), currency="USD", idempotency_key=key or new_key()
+    )
+
+
+@pytest.mark.django_db
+def test_charge_many_answers_each_request_as_charge_would_in_order(gateway):
+    good, declining, lost, timing_out = (
+        tokenize(gateway, n) for n in (VISA, DECLINE, LOST_CARD, TIMEOUT)
+    )
+    replayed_key, conflicting_key = new_key(), new_key()
+    earlier = charge(gateway, good, key=replayed_key)
+    charge(gateway, good, key=conflicting_key, amount="10.00")
+    repeated, timeout_key = new_key(), new_key()
+
+    results = gateway.charge_many(
+        [
+            request(good),
+            request(declining),
+            request(lost),
+            request(timing_out, key=timeout_key),
+            request("tok_sandbox_unknown"),
+            request(good, key=replayed_key),
+            request(good, key=conflicting_key, amount="99.00"),
+            request(good, key=repeated),
+            request(good, key=repeated),
+        ],
+        concurrency=4,
+    )
+
+    assert results[0].status == PaymentStatus.SUCCEEDED
+    assert (results[1].status, results[1].failure_code) == (PaymentStatus.FAILED, "card_declined")
+    assert results[1].decline_kind == DeclineKind.SOFT
+    assert (results[2].failure_code, results[2].decline_kind) == ("lost_card", DeclineKind.HARD)
+    assert isinstance(results[3], GatewayTimeout)
+    assert isinstance(results[4], CardUnknown)
+    assert results[5] == earlier  # replayed: same reference, no new row
+    assert isinstance(results[6], IdempotencyConflict)
+    assert results[7] == results[8]  # a key twice in one batch: one charge, replayed
+    # New rows: the good, declined, lost, timed-out cards' charges and the repeated key's one.
+    assert SandboxCharge.objects.count() == 2 + 5
+    # The timed-out charge went through; only the answer was lost.
+    assert gateway.lookup(idempotency_key=timeout_key).status == PaymentStatus.SUCCEEDED
+
+
+@pytest.mark.django_db
+def test_charge_many_latency_is_one_round_trip_per_concurrency_window(
+    gateway, settings, monkeypatch
+):
+    settings.SANDBOX_GATEWAY_LATENCY_MS = 50
+    token = tokenize(gateway)
+    slept = []
+    monkeypatch.setattr(sandbox.time, "sleep", slept.append)
+
+    gateway.charge_many([request(token) for _ in range(8)], concurrency=4)
+
+    # Two windows of four calls in flight: two round trips, not eight.
+    assert slept == [0.1]
+
+
+class SlowFakeGateway(SandboxGateway):
+    """A provider reached over the network: only ``charge``, which sleeps and needs no database."""
+
+    def __init__(self):
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.lock = threading.Lock()
+
+    def charge(self, *, token, amount, currency, idempotency_key):
+        with self.lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            time.sleep(0.02)
+            if token == "tok_timeout":
+                raise GatewayTimeout()
+            return ChargeResult(
+                status=PaymentStatus.SUCCEEDED,
+                reference=f"ch_{idempotency_key}",
+                idempotency_key=idempotency_key,
+                amount=amount,
+                currency=currency,
+            )
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def test_default_charge_many_overlaps_calls_and_keeps_order_and_errors_in_place():
+    fake = SlowFakeGateway()
+    requests = [request("tok_ok", key=f"k{n}") for n in range(12)]
+    requests[5] = request("tok_timeout", key="k5")
+
+    results = PaymentGateway.charge_many(fake, requests, concurrency=4)
+
+    assert [getattr(r, "idempotency_key", None) for r in results] == [
+        *(f"k{n}" for n in range(5)),
+        None,
+        *(f"k{n}" for n in range(6, 12)),
+    ]
+    assert isinstance(results[5], GatewayTimeout)
+    assert fake.most_in_flight == 4

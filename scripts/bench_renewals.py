@@ -503,6 +503,32 @@ class QueryCounter:
         return sum(self.shapes.values())
 
 
+def profile_dunning(count: int) -> None:
+    """Run one batch of due retries in this process: time and statements per retry."""
+    ids = list(
+        PaymentAttempt.objects.filter(
+            status=PaymentAttemptStatus.SCHEDULED, scheduled_for__lte=timezone.now()
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)[:count]
+    )
+    if not ids:
+        return
+    counter = QueryCounter()
+    started = time.perf_counter()
+    with connection.execute_wrapper(counter):
+        results = jobs.run_batch("dunning", ids, now=timezone.now())
+    elapsed = time.perf_counter() - started
+    n = len(ids)
+    print(f"\nOne batch of {n} dunning retries, inline in this process: {dict(results)}")
+    print(
+        f"  {elapsed / n * 1000:.1f} ms per retry ({n / elapsed:.0f} retries/s in one process), "
+        f"{counter.total / n:.1f} SQL statements per retry"
+    )
+    for shape, seconds in counter.seconds.most_common(8):
+        print(f"    {counter.shapes[shape] / n:5.1f} {seconds / n * 1000:6.2f}  {shape}")
+
+
 def profile_batch(ids: list[int]) -> None:
     """Renew two batches in this process: the first timed (statements by shape), the second
     under cProfile (which slows Python down, so its per-renewal time is not quoted)."""
@@ -674,6 +700,7 @@ def main() -> None:
     profiled = seeded["renew_ids"][: ARGS.profile_batch]
     if profiled:
         profile_batch(profiled)
+        profile_dunning(ARGS.profile_batch // 2)
     if ARGS.profile_only:
         return
     connection.close()

@@ -18,7 +18,6 @@ from billing.enums import (
     InvoiceLineKind,
     InvoiceStatus,
     PaymentAttemptStatus,
-    SubscriptionStatus,
 )
 from billing.errors import InvalidTransition, PaymentInProgress, ValidationFailed
 from billing.lifecycle import assert_transition
@@ -290,18 +289,9 @@ def invoices_settle_many(invoices: Sequence[Invoice], *, actor=None) -> list[Inv
         invoice__in=befores, status=PaymentAttemptStatus.SCHEDULED
     ).update(status=PaymentAttemptStatus.SKIPPED)
     events_record_many([_paid_event(invoice, befores[invoice.pk], actor) for invoice in paid])
-    recovering = set(
-        Subscription.objects.filter(
-            pk__in={i.subscription_id for i in paid if i.subscription_id},
-            status__in=(SubscriptionStatus.PAST_DUE, SubscriptionStatus.UNPAID),
-        ).values_list("pk", flat=True)
-    )
-    if recovering:
-        from billing.services.subscriptions import subscription_after_invoice_paid
+    from billing.services.subscriptions import subscriptions_after_invoices_paid
 
-        for invoice in paid:
-            if invoice.subscription_id in recovering:
-                subscription_after_invoice_paid(invoice=invoice, actor=actor)
+    subscriptions_after_invoices_paid(invoices=paid, actor=actor)
     return paid
 
 

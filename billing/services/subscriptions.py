@@ -14,6 +14,7 @@ from decimal import Decimal
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from billing.bulk import bulk_update_rows
 from billing.clock import billing_today
 from billing.enums import (
     AddonKind,
@@ -60,7 +61,7 @@ from billing.pricing import (
     totals,
 )
 from billing.proration import prorate
-from billing.selectors import customer_credit_balance, invoice_balance
+from billing.selectors import customer_credit_balance, invoice_balance, invoices_with_amounts
 from billing.services.events import event_build, event_record, events_record_many
 
 S = SubscriptionStatus
@@ -1674,22 +1675,48 @@ def subscription_set_auto_charge(
 def subscription_after_invoice_paid(*, invoice: Invoice, actor=None) -> None:
     """Paying by any route stops dunning: a past-due or unpaid subscription is live again once
     none of its invoices is left unpaid."""
-    sub = Subscription.objects.select_for_update(no_key=True).get(pk=invoice.subscription_id)
-    if sub.status not in (S.PAST_DUE, S.UNPAID):
-        return
-    still_open = Invoice.objects.filter(subscription=sub, status=InvoiceStatus.OPEN).exclude(
-        pk=invoice.pk
+    subscriptions_after_invoices_paid(invoices=[invoice], actor=actor)
+
+
+def subscriptions_after_invoices_paid(*, invoices: list[Invoice], actor=None) -> None:
+    """``subscription_after_invoice_paid`` for a batch of paid invoices, in a few queries."""
+    paid = {i.subscription_id: i for i in invoices if i.subscription_id}
+    subs = list(
+        Subscription.objects.select_for_update(no_key=True)
+        .filter(pk__in=paid, status__in=(S.PAST_DUE, S.UNPAID))
+        .order_by("pk")
     )
-    if any(invoice_balance(other)[2] > 0 for other in still_open):
+    if not subs:
         return
-    before = _set_status(sub, S.LIVE)
-    sub.save(update_fields=["status", "updated_at"])
-    _record(
-        sub,
-        "subscription.recovered",
-        f"Invoice {invoice.number} paid; subscription live again",
-        actor,
-        invoice=invoice,
-        before={"status": before},
-        after={"status": sub.status},
+    still_owing = set(
+        invoices_with_amounts(
+            Invoice.objects.filter(subscription__in=subs, status=InvoiceStatus.OPEN).exclude(
+                pk__in=[i.pk for i in invoices]
+            )
+        )
+        .filter(balance_due__gt=0)
+        .values_list("subscription_id", flat=True)
     )
+    recovered, events = [], []
+    now = timezone.now()
+    for sub in subs:
+        if sub.pk in still_owing:
+            continue
+        before = _set_status(sub, S.LIVE)
+        sub.updated_at = now
+        recovered.append(sub)
+        invoice = paid[sub.pk]
+        events.append(
+            event_build(
+                kind="subscription.recovered",
+                description=f"Invoice {invoice.number} paid; subscription live again",
+                actor=actor,
+                customer_id=sub.customer_id,
+                subscription=sub,
+                invoice=invoice,
+                before={"status": before},
+                after={"status": sub.status},
+            )
+        )
+    bulk_update_rows(recovered, ["status", "updated_at"])
+    events_record_many(events)

@@ -1,8 +1,10 @@
 """Due work: what the Celery tick fans out and ``manage.py billing_run`` runs inline.
 
 Each kind of work is a query for due ids (keyset-paginated, so a million rows never load at
-once) and a runner that calls one service for one id. Runners are safe to repeat and to run
-concurrently: the service locks the row and re-checks its state, and unique constraints
+once) and a runner that calls one service for one id. Renewals and dunning retries also have a
+set-based runner for a whole batch (billing/services/renewals.py, ``dunning_retry_many``) that
+hands the ids it does not handle back to the one-by-one runner. Runners are safe to repeat and
+to run concurrently: the service locks the row and re-checks its state, and unique constraints
 (one invoice per period, one payment per key, one attempt per number) have the last word.
 """
 

@@ -24,6 +24,17 @@ IN_FLIGHT_KEY = "billing:tick:in-flight:{job}"
 IN_FLIGHT_TIMEOUT = 15 * 60
 
 
+# Emails: redelivered if a worker dies, retried with backoff while the mail server is away.
+EMAIL_TASK_OPTIONS = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": (OSError, OperationalError),
+    "retry_backoff": True,
+    "max_retries": 5,
+    "ignore_result": True,
+}
+
+
 def _in_flight_key(job_name: str) -> str:
     return IN_FLIGHT_KEY.format(job=job_name)
 
@@ -78,28 +89,14 @@ def run_batch(job_name: str, ids: list[int]) -> dict[str, int]:
             cache.decr(_in_flight_key(job_name))
 
 
-@shared_task(
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(OSError, OperationalError),
-    retry_backoff=True,
-    max_retries=5,
-    ignore_result=True,
-)
+@shared_task(**EMAIL_TASK_OPTIONS)
 def send_notification(notification_id: int) -> bool:
     from billing.notifications import notification_send
 
     return notification_send(notification_id=notification_id)
 
 
-@shared_task(
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(OSError, OperationalError),
-    retry_backoff=True,
-    max_retries=5,
-    ignore_result=True,
-)
+@shared_task(**EMAIL_TASK_OPTIONS)
 def send_notifications(notification_ids: list[int]) -> int:
     """The emails a batch job queued: one task for the batch. A retry resends none that went
     out (each is marked sent in its own transaction), and one failure does not stop the rest."""

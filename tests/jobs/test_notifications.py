@@ -13,7 +13,7 @@ from django.core import mail
 from django.db import connection
 from django.urls import reverse
 
-from billing import jobs, tasks
+from billing import jobs, notifications, tasks
 from billing.models import Event, Invoice, Notification
 from billing.notifications import notification_send, queue_for_event, recipients_for
 from billing.services.invoices import invoice_create_one_time
@@ -60,6 +60,32 @@ def test_notification_send_twice_one_email_second_reports_already_sent(organizat
     assert notification.sent_at is not None
     assert notification.subject == mail.outbox[0].subject
     assert notification.subject.startswith("Invoice ")
+
+
+@pytest.mark.django_db
+def test_batch_email_task_sends_each_once_and_a_broken_one_does_not_stop_the_rest(
+    organization, monkeypatch
+):
+    first, second, third = (notification_for(one_time_invoice()) for _ in range(3))
+    notification_send(notification_id=first.pk)  # already out: a redelivered batch
+    mail.outbox.clear()
+    original = notifications.render_to_string
+
+    def broken_for_second(template, context):
+        if context["invoice"] and context["invoice"].pk == second.invoice_id:
+            raise ValueError("a broken template")
+        return original(template, context)
+
+    monkeypatch.setattr(notifications, "render_to_string", broken_for_second)
+
+    sent = tasks.send_notifications([first.pk, second.pk, third.pk])
+
+    assert sent == 1
+    assert [m.subject for m in mail.outbox] == [
+        f"Invoice {third.invoice.number} from {organization.name}"
+    ]
+    second.refresh_from_db()
+    assert second.sent_at is None  # left for the tick's sweep
 
 
 @pytest.mark.django_db(transaction=True)

@@ -9,6 +9,7 @@ from django import forms
 
 from billing.enums import PortalRole
 from billing.models import ContactPerson, Customer
+from portal.forms import DateInput
 from portal.services_profile import (
     CONTACT_FIELDS,
     CUSTOMER_DETAIL_FIELDS,
@@ -18,15 +19,6 @@ from portal.services_profile import (
 from portal.statements import PERIOD_CHOICES, period_range
 
 ADDRESS_PARTS = ("line1", "line2", "city", "state", "postal_code", "country")
-
-
-class DateInput(forms.DateInput):
-    """The browser's date picker; its value is always ISO (YYYY-MM-DD)."""
-
-    input_type = "date"
-
-    def __init__(self, attrs=None):
-        super().__init__(attrs=attrs, format="%Y-%m-%d")
 
 
 class StatementForm(forms.Form):

@@ -52,6 +52,14 @@ class Invoice(PublicIdModel, TimeStampedModel):
                 fields=["customer", "-issue_date", "-id"], name="invoice_customer_keyset_idx"
             ),
             models.Index(fields=["status", "due_date"], name="invoice_status_due_idx"),
+            # A customer's invoices by status: what it owes (the portal's dashboard and lists),
+            # and which were paid after a day (a statement's ageing at that day).
+            models.Index(
+                fields=["customer", "status", "paid_at"], name="invoice_customer_status_idx"
+            ),
+            # The few void invoices, told apart without reading each invoice an allocation
+            # points to (unused credit: money applied to a void invoice is free again).
+            models.Index(fields=["id"], condition=Q(status="void"), name="invoice_void_idx"),
         ]
         constraints = [
             # Exactly once: a renewal or usage run repeated for a period cannot bill it twice.

@@ -109,6 +109,20 @@ class PaymentAllocation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        # Both ways through allocations with everything balances need in the index itself
+        # (index-only scans): a customer's payments to the invoices they paid (unused credit, a
+        # statement's money applied to others' invoices), a customer's invoices to the payments
+        # that paid them (amounts paid, others' money applied to its invoices).
+        indexes = [
+            models.Index(
+                fields=["payment", "invoice", "amount", "created_at", "id"],
+                name="payment_allocation_payment_idx",
+            ),
+            models.Index(
+                fields=["invoice", "payment", "amount", "created_at", "id"],
+                name="payment_allocation_invoice_idx",
+            ),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(amount__gt=0), name="payment_allocation_amount_positive"

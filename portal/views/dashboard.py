@@ -8,6 +8,22 @@ from portal.access import portal_view
 from portal.charts import billed_and_paid_chart, last_months
 
 RENEWING = (SubscriptionStatus.LIVE, SubscriptionStatus.PAST_DUE)
+# What the dashboard's tables show: whole rows (addresses, JSON snapshots) cost more to load.
+INVOICE_FIELDS = (
+    "public_id",
+    "number",
+    "customer__display_name",
+    "status",
+    "issue_date",
+    "due_date",
+    "total",
+)
+RENEWAL_FIELDS = (
+    "plan__name",
+    "quantity",
+    "customer__display_name",
+    "current_term_end",
+)
 
 
 @portal_view()
@@ -21,18 +37,19 @@ def dashboard(request):
             Invoice.objects.filter(customer__in=ids).exclude(status=InvoiceStatus.DRAFT)
         )
         .select_related("customer")
+        .only(*INVOICE_FIELDS)
         .order_by("-issue_date", "-id")[:5]
     )
     context = {
         "today": today,
-        "totals": selectors.outstanding_summary(ids, today),
-        "credit": selectors.credit_balance_of(portal.customer.pk),
+        "totals": selectors.money_figures(ids, customer_id=portal.customer.pk, today=today),
         "renewals": Subscription.objects.filter(customer__in=ids, status__in=RENEWING)
         .select_related("plan", "customer")
+        .only(*RENEWAL_FIELDS)
         .order_by("current_term_end", "id")[:5],
         "recent_invoices": recent_invoices,
         "recent_payments": Payment.objects.filter(customer__in=ids, status=PaymentStatus.SUCCEEDED)
-        .select_related("customer")
+        .only("receipt_number", "received_on", "method_label", "amount")
         .order_by("-received_on", "-id")[:5],
         "chart": billed_and_paid_chart(
             selectors.monthly_activity(ids, first_month=months[0]), months

@@ -12,7 +12,6 @@ from django.core import signing
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils.cache import patch_vary_headers
-from django.utils.dateformat import format as date_format
 from django.views.decorators.http import require_http_methods, require_safe
 
 from billing import selectors
@@ -22,10 +21,24 @@ from billing.errors import BillingError
 from billing.models import ContactPerson, Customer, Invoice, Organization, Subscription
 from portal.access import portal_view
 from portal.documents import pdf_response
+from portal.formatting import short_date
 from portal.forms import InvoiceFilterForm, InvoiceForwardForm
 from portal.services import forward_recipients_allowed, invoice_forward
 
 PAGE_SIZE = 25
+# What a row of the list shows: loading whole rows (addresses, JSON snapshots) costs more than
+# the query itself.
+LIST_FIELDS = (
+    "public_id",
+    "number",
+    "customer_id",
+    "customer__display_name",
+    "status",
+    "currency",
+    "issue_date",
+    "due_date",
+    "total",
+)
 CURSOR_SALT = "portal.invoices.cursor"
 
 
@@ -61,17 +74,25 @@ def _page_url(request, **cursor) -> str:
 
 
 def _filter_options(portal) -> tuple[dict, dict]:
-    """{public id: (pk, label)} of the visible subscriptions, and of the branches (parents only)."""
+    """{public id: (pk, label)} of the visible subscriptions, and of the branches (parents only).
+
+    Plain rows, not model instances: a customer may hold hundreds of subscriptions.
+    """
+    rows = (
+        portal.scope(Subscription.objects)
+        .order_by("customer__display_name", "start_date", "id")
+        .values_list(
+            "public_id", "pk", "plan__name", "quantity", "customer__display_name", "start_date"
+        )
+    )
     subscriptions = {
-        str(row.public_id): (
-            row.pk,
-            f"{row.plan.name} × {row.quantity}"
-            + (f" · {row.customer.display_name}" if portal.is_parent else "")
-            + (f" (since {date_format(row.start_date, 'M j, Y')})" if row.start_date else ""),
+        str(public_id): (
+            pk,
+            f"{plan} × {quantity}"
+            + (f" · {customer_name}" if portal.is_parent else "")
+            + (f" (since {short_date(start)})" if start else ""),
         )
-        for row in portal.scope(Subscription.objects.select_related("plan", "customer")).order_by(
-            "customer__display_name", "start_date", "id"
-        )
+        for public_id, pk, plan, quantity, customer_name, start in rows
     }
     customers = {}
     if portal.is_parent:
@@ -109,7 +130,7 @@ def invoice_list(request):
     today = billing_today()
     invoices = selectors.invoices_of(portal.customer_ids, today=today, **form.filters())
     rows, has_newer, has_older = selectors.invoice_keyset_page(
-        invoices.select_related("customer"),
+        invoices.select_related("customer").only(*LIST_FIELDS),
         size=PAGE_SIZE,
         older_than=_read_cursor(request.GET.get("older")),
         newer_than=_read_cursor(request.GET.get("newer")),

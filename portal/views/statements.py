@@ -1,33 +1,95 @@
-"""Statement of account: the page (with an htmx-refreshed body), a print view and a PDF."""
+"""Statement of account: the page (with an htmx-refreshed body), a print view and a PDF.
+
+The page shows the movements ``PAGE_SIZE`` at a time (``?page=``), each page starting from the
+balance brought forward; the print view and the PDF show them all.
+"""
+
+import uuid
+from typing import NamedTuple
 
 from django.http import HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 
 from billing.clock import billing_today
 from billing.models import Customer, Organization
 from portal.access import Portal, portal_view
 from portal.documents import pdf_response
+from portal.formatting import amount_text, short_date
 from portal.profile_forms import StatementForm
-from portal.statements import statement_for
+from portal.statements import PAGE_SIZE, statement_for
 
 PAGE = "portal/statements/statement.html"
+# Stands for a public id in a URL reversed once per page, not once per line.
+_ANY_ID = uuid.UUID(int=0)
 
 
-def _statement_context(request) -> dict:
-    """The form, and the statement when the form is valid. A customer parameter outside the
-    scope (another company, a branch hidden from its parent) is a 404, as for any id."""
+class StatementRow(NamedTuple):
+    """One movement as the statement page's table prints it."""
+
+    day: str
+    reference: str
+    url: str  # the invoice or payment, when the customer may open it; else ""
+    description: str
+    customer: str
+    amount: str
+    balance: str
+
+
+def _statement_rows(statement, preferences) -> list[StatementRow]:
+    """The page's lines formatted here once, instead of by a template tag or filter per cell."""
+    links = {}
+    if preferences.show_invoices:
+        url = reverse("portal:invoice_detail", args=[_ANY_ID])
+        links.update(dict.fromkeys(("invoice", "void"), url))
+    if preferences.show_payments:
+        url = reverse("portal:payment_detail", args=[_ANY_ID])
+        links.update(dict.fromkeys(("payment", "refund"), url))
+    any_id = str(_ANY_ID)
+    rows = []
+    for line in statement.lines:
+        movement = line.movement
+        link = links.get(movement.kind)
+        rows.append(
+            StatementRow(
+                day=short_date(movement.day),
+                reference=movement.reference,
+                url=link.replace(any_id, str(movement.public_id)) if link else "",
+                description=movement.description,
+                customer=line.customer_name,
+                amount=amount_text(line.amount),
+                balance=amount_text(line.balance),
+            )
+        )
+    return rows
+
+
+def _page_number(request) -> int:
+    """The page asked for; anything but a positive number is the first."""
+    try:
+        return max(int(request.GET.get("page", 1)), 1)
+    except ValueError:
+        return 1
+
+
+def _statement_context(request, *, paged: bool) -> dict:
+    """The form, and the statement when the form is valid (one page of it when ``paged``). A
+    customer parameter outside the scope (another company, a branch hidden from its parent) is
+    a 404, as for any id."""
     portal: Portal = request.portal
     organization = Organization.load()
     chosen = request.GET.get("customer")
     customer = portal.visible_customer(chosen) if chosen else portal.customer
     choices = _customer_choices(portal)
     form = StatementForm(request.GET or None, today=billing_today(organization), customers=choices)
+    query = request.GET.copy()
+    query.pop("page", None)
     context = {
         "form": form,
         "customer": customer,
         "organization": organization,  # the PDF is rendered without context processors
         "statement": None,
-        "query": request.GET.urlencode(),
+        "query": query.urlencode(),  # the statement's selection, without the page
     }
     if form.is_bound and not form.is_valid():
         return context
@@ -37,14 +99,38 @@ def _statement_context(request) -> dict:
         customers = portal.visible
     else:
         customers = ((customer.pk, customer.display_name),)
-    context["statement"] = statement_for(
+    statement = statement_for(
         customers=customers,
         start=start,
         end=end,
         currency=organization.base_currency,
         zone=organization.zone,
+        page=_page_number(request) if paged else 1,
+        page_size=PAGE_SIZE if paged else None,
     )
+    context["statement"] = statement
+    if paged:
+        context["statement_rows"] = _statement_rows(statement, portal.preferences)
+    if statement.paged:
+        context["pages"] = _page_links(request.path, context["query"], statement)
     return context
+
+
+def _page_links(path: str, query: str, statement) -> dict:
+    """First, previous, next and last page of the statement ("" where there is none)."""
+
+    def url(page: int) -> str:
+        return f"{path}?{query}&page={page}" if query else f"{path}?page={page}"
+
+    first_line = (statement.page - 1) * PAGE_SIZE + 1
+    return {
+        "first": "" if statement.first_page else url(1),
+        "previous": "" if statement.first_page else url(statement.page - 1),
+        "next": "" if statement.last_page else url(statement.page + 1),
+        "last": "" if statement.last_page else url(statement.pages),
+        "first_line": first_line,
+        "last_line": first_line + len(statement.lines) - 1,
+    }
 
 
 def _customer_choices(portal: Portal) -> list[tuple[str, str]]:
@@ -58,14 +144,14 @@ def _customer_choices(portal: Portal) -> list[tuple[str, str]]:
 
 @portal_view(preference="show_statements")
 def statement(request):
-    context = _statement_context(request)
+    context = _statement_context(request, paged=True)
     template = f"{PAGE}#statement" if request.htmx else PAGE
     return render(request, template, context)
 
 
 @portal_view(preference="show_statements")
 def statement_print(request):
-    context = _statement_context(request)
+    context = _statement_context(request, paged=False)
     if context["statement"] is None:
         return render(request, PAGE, context, status=400)
     return render(request, "portal/statements/print.html", context)
@@ -73,7 +159,7 @@ def statement_print(request):
 
 @portal_view(preference="show_statements")
 def statement_pdf(request) -> HttpResponse:
-    context = _statement_context(request)
+    context = _statement_context(request, paged=False)
     statement = context["statement"]
     if statement is None:
         return render(request, PAGE, context, status=400)

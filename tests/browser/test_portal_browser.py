@@ -8,6 +8,7 @@ year. No sleeps: Playwright waits for what each step should show.
 
 import datetime
 import io
+import math
 import re
 import time
 from decimal import Decimal
@@ -21,7 +22,7 @@ from billing.clock import billing_today
 from billing.demo import ADA_EMAIL, DEMO_PASSWORD, DEMO_TOTP_SECRET, demo_seed
 from billing.enums import InvoiceStatus, PaymentStatus
 from billing.models import Customer, Invoice, Organization, Payment
-from portal.statements import statement_for
+from portal.statements import PAGE_SIZE, statement_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 VISA = "4242 4242 4242 4242"
@@ -167,8 +168,27 @@ def test_statement_of_this_year_shows_opening_and_closing_balances(page, demo):
     )
     assert money(page.inner_text("[data-testid=opening]")) == expected.opening
     assert money(page.inner_text("[data-testid=closing]")) == expected.closing
+    # A page of lines between the opening (or brought forward) and closing (or carried forward)
+    # balances; the last page closes at the closing balance.
+    shown = min(len(expected.lines), PAGE_SIZE)
+    expect(page.locator(".statement-table tbody tr")).to_have_count(shown + 2)
+    if expected.lines:
+        assert money(page.inner_text("[data-testid=page-opening]")) == expected.opening
+    if len(expected.lines) > PAGE_SIZE:
+        last = statement_for(
+            customers=[(demo.pk, demo.display_name)],
+            start=start,
+            end=today,
+            currency="USD",
+            zone=organization.zone,
+            page=math.ceil(len(expected.lines) / PAGE_SIZE),
+            page_size=PAGE_SIZE,
+        )
+        page.click("nav[aria-label='Statement pages'] >> text=Last")  # htmx swaps the body
+        expect(page.locator("[data-testid=closing-row]")).to_be_visible()
+        assert money(page.inner_text("[data-testid=page-opening]")) == last.page_opening
+        expect(page.locator(".statement-table tbody tr")).to_have_count(len(last.lines) + 2)
     assert money(page.inner_text("[data-testid=closing-row]")) == expected.closing
-    expect(page.locator(".statement-table tbody tr")).to_have_count(len(expected.lines) + 2)
 
     # The family consolidated: the branches' open invoices are in the closing balance.
     page.check("input[name=include_branches]")

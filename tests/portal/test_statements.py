@@ -4,6 +4,7 @@ customer's accountant reads."""
 import datetime
 import html
 import io
+import math
 import re
 from decimal import Decimal
 
@@ -27,6 +28,7 @@ from billing.selectors import (
 )
 from portal.models import PortalPreferences
 from portal.statements import (
+    PAGE_SIZE,
     Movement,
     MovementKind,
     OpenItem,
@@ -410,6 +412,86 @@ def test_statement_random_family_history_each_ledger_and_consolidated_agree(
     assert consolidated.ageing.total == open_balance_of(parent) + open_balance_of(branch)
 
 
+def assert_pages_continue(customers, start, end, zone, page_size: int) -> None:
+    """Every page of the statement, read ``page_size`` lines at a time, joins up with the whole:
+    the same lines with the same running balances, each page opening at the balance the page
+    before it carried forward, the same totals on every page."""
+    whole = statement_for(customers=customers, start=start, end=end, currency="USD", zone=zone)
+    pages = []
+    carried = whole.opening
+    page = 1
+    while True:
+        part = statement_for(
+            customers=customers,
+            start=start,
+            end=end,
+            currency="USD",
+            zone=zone,
+            page=page,
+            page_size=page_size,
+        )
+        assert part.page == page and part.line_count == len(whole.lines)
+        assert (part.opening, part.closing) == (whole.opening, whole.closing)
+        assert (part.charges, part.credits) == (whole.charges, whole.credits)
+        assert part.ageing == whole.ageing
+        assert part.page_opening == carried
+        assert len(part.lines) <= page_size
+        running = part.page_opening
+        for line in part.lines:
+            running += line.amount
+            assert line.balance == running
+        assert part.page_closing == running
+        carried = part.page_closing
+        pages.extend(part.lines)
+        if part.last_page:
+            break
+        page += 1
+    assert page == max(math.ceil(len(whole.lines) / page_size), 1)
+    assert [(line.movement, line.balance) for line in pages] == [
+        (line.movement, line.balance) for line in whole.lines
+    ]
+    assert carried == whole.closing
+    # A page past the last shows the last.
+    beyond = statement_for(
+        customers=customers,
+        start=start,
+        end=end,
+        currency="USD",
+        zone=zone,
+        page=page + 3,
+        page_size=page_size,
+    )
+    assert beyond.page == page and beyond.page_closing == whole.closing
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    history=st.lists(operations, min_size=1, max_size=16),
+    first=st.integers(min_value=0, max_value=450),
+    page_size=st.integers(min_value=1, max_value=4),
+)
+def test_statement_pages_random_family_history_carry_balances_across_pages(
+    organization, history, first, page_size
+):
+    """Paged, each ledger (the parent's with money crossing to its branch, the branch's, the
+    consolidated one) shows on page n what the whole statement shows on those lines."""
+    today = billing_today()
+    zone = Organization.load().zone
+    parent = CustomerFactory()
+    branch = CustomerFactory(parent=parent)
+    build_history([parent, branch], history, today)
+    start = today - datetime.timedelta(days=first)
+    family = [(parent.pk, "parent"), (branch.pk, "branch")]
+
+    for customers in ([family[0]], [family[1]], family):
+        assert_pages_continue(customers, start, today, zone, page_size)
+
+
 # ----------------------------------------------------------------------------- ledger facts
 
 
@@ -671,6 +753,80 @@ def test_statement_htmx_request_returns_only_the_statement_partial(client, histo
     assert "INV-MAR" in response.text
 
 
+def page_links(response) -> dict[str, str]:
+    """The statement's page links by their text ("First", "← Earlier", ...)."""
+    nav = re.search(r'<nav[^>]*aria-label="Statement pages">(.*?)</nav>', response.text, re.S)
+    assert nav, "no page links"
+    return {
+        html.unescape(re.sub(r"<[^>]+>", "", text)).strip(): html.unescape(href)
+        for href, text in re.findall(r'<a class="page-link" href="([^"]+)"[^>]*>(.*?)</a>', nav[1])
+    }
+
+
+@pytest.mark.django_db
+def test_statement_long_range_pages_carry_the_balance_forward(client, customer):
+    # 120 invoices of 1.00 on the first days of the year, after an opening balance of 5.00.
+    InvoiceFactory(
+        customer=customer, number="INV-OPEN", issue_date=day(12, 1, 2025), subtotal=D("5")
+    )
+    for n in range(120):
+        InvoiceFactory(
+            customer=customer,
+            number=f"INV-{n:03d}",
+            issue_date=day(1, 1) + datetime.timedelta(days=n // 2),
+            subtotal=D("1.00"),
+        )
+    sign_in(client, customer)
+
+    first = client.get(URL, {"period": "this_year"})
+    second = client.get(URL, {"period": "this_year", "page": "2"})
+    last = client.get(URL, {"period": "this_year", "page": "3"})
+    beyond = client.get(URL, {"period": "this_year", "page": "99"})
+    junk = client.get(URL, {"period": "this_year", "page": "two"})
+
+    one, two, three = rows(first), rows(second), rows(last)
+    assert one[0][2:] == ["Opening balance", "", "5.00"]
+    assert one[1][1] == "INV-000" and one[PAGE_SIZE][1] == f"INV-{PAGE_SIZE - 1:03d}"
+    assert one[-1][2:] == ["Carried forward to page 2", "", f"{5 + PAGE_SIZE}.00"]
+    assert two[0][2:] == ["Brought forward from page 1", "", f"{5 + PAGE_SIZE}.00"]
+    assert two[1][1] == f"INV-{PAGE_SIZE:03d}" and two[1][-1] == f"{6 + PAGE_SIZE}.00"
+    assert two[-1][2:] == ["Carried forward to page 3", "", f"{5 + 2 * PAGE_SIZE}.00"]
+    assert three[0][-1] == f"{5 + 2 * PAGE_SIZE}.00"
+    assert three[-1][2:] == ["Closing balance", "", "125.00"]
+    assert len(three) == 120 - 2 * PAGE_SIZE + 2
+    # The summary is the whole range's on every page.
+    for response in (first, second, last):
+        assert re.search(r'data-testid="opening">USD 5.00<', response.text)
+        assert re.search(r'data-testid="closing">USD 125.00<', response.text)
+    assert "Lines 1–50 of 120 · page 1 of 3" in first.text
+    assert "Lines 101–120 of 120 · page 3 of 3" in last.text
+    assert rows(beyond) == three and rows(junk) == one
+    links = page_links(second)
+    assert links["First"] == f"{URL}?period=this_year&page=1"
+    assert links["← Earlier"] == f"{URL}?period=this_year&page=1"
+    assert links["Later →"] == f"{URL}?period=this_year&page=3"
+    assert links["Last"] == f"{URL}?period=this_year&page=3"
+    assert set(page_links(first)) == {"Later →", "Last"}
+    assert set(page_links(last)) == {"First", "← Earlier"}
+    # The print view and the PDF link keep the selection, not the page, and show every line.
+    assert f'href="{PRINT_URL}?period=this_year"' in second.text
+    printed = client.get(PRINT_URL, {"period": "this_year", "page": "2"}).text
+    assert all(f"INV-{n:03d}" in printed for n in range(120))
+
+
+@pytest.mark.django_db
+def test_statement_page_link_with_htmx_returns_the_statement_partial(client, customer):
+    for _n in range(PAGE_SIZE + 1):
+        InvoiceFactory(customer=customer, issue_date=day(1, 5), subtotal=D("2.00"))
+    sign_in(client, customer)
+
+    response = client.get(URL, {"period": "this_year", "page": "2"}, headers={"HX-Request": "true"})
+
+    assert response.text.lstrip().startswith('<div id="statement">')
+    assert rows(response)[0][2:] == ["Brought forward from page 1", "", f"{2 * PAGE_SIZE}.00"]
+    assert 'hx-get="/portal/statement/?period=this_year&amp;page=1"' in response.text
+
+
 # ----------------------------------------------------------------------------- scope
 
 
@@ -896,7 +1052,10 @@ def test_statement_query_count_is_bounded_and_constant(client, organization, clo
 
     assert few == many == print_many
     assert many <= 10
-    assert len(rows(client.get(query))) == 1000 + 2
+    # A page of lines between the opening (or brought forward) and closing (or carried forward)
+    # rows; the print view has them all.
+    assert len(rows(client.get(query))) == PAGE_SIZE + 2
+    assert client.get(f"{PRINT_URL}?period=this_year").text.count("BULK-") == 500
 
 
 @pytest.mark.django_db

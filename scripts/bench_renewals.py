@@ -715,16 +715,30 @@ def main() -> None:
         t0 = time.perf_counter()
         renew_batches = fan_out("renew", now=timezone.now())
         fanned = time.perf_counter() - t0
-        renewing = wait_for(
-            lambda: (
+        renewal_invoices = Invoice.objects.filter(pk__gt=Invoice.objects.latest("pk").pk)
+        at_10k: dict[int, int] = {}
+
+        def renewed() -> bool:
+            # Peak RSS of each worker once 10,000 renewals are done, to compare with the end.
+            if not at_10k and renewal_invoices.count() >= min(10_000, to_renew):
+                at_10k.update({p.pid: proc_status(p.pid)["VmHWM"] for p in workers.processes})
+            return (
                 not renew_due.exists()
                 and not Payment.objects.filter(status=PaymentStatus.PENDING).exists()
-            ),
-            workers,
-            "the renewals",
-        )
+            )
+
+        renewing = wait_for(renewed, workers, "the renewals")
         renew_seconds = fanned + renewing
         after = counts()
+        renewed_count = after["invoices"] - before["invoices"]
+        say(
+            f"Renewed {renewed_count:,} in {renew_seconds:.1f} s: "
+            f"{renewed_count / renew_seconds:.1f} renewals/s; worker peak RSS at 10k / now: "
+            + ", ".join(
+                f"{at_10k.get(p.pid, 0) / 1024:.0f} / {proc_status(p.pid)['VmHWM'] / 1024:.0f} MiB"
+                for p in workers.processes
+            )
+        )
         emails_before = Notification.objects.filter(sent_at__isnull=False).count()
         emailing = wait_for(queue_drained, workers, "the emails")
         emails = Notification.objects.filter(sent_at__isnull=False).count() - emails_before

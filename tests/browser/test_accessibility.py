@@ -10,7 +10,6 @@ the elements involved and axe's reason (e.g. the contrast ratio it measured).
 """
 
 import datetime
-import time
 
 import pyotp
 import pytest
@@ -239,7 +238,6 @@ def _sign_in(page) -> None:
 def test_sign_in_billing_and_account_pages_have_no_serious_axe_violations(
     page, live_server, settings
 ):
-    started = time.monotonic()
     # A wrong code is audited too; without the one-second throttle after it, the right code
     # that follows is accepted at once (no sleeping in tests).
     settings.OTP_TOTP_THROTTLE_FACTOR = 0
@@ -283,11 +281,9 @@ def test_sign_in_billing_and_account_pages_have_no_serious_axe_violations(
     assert not audit.failures, "serious or critical axe violations:\n" + audit.report()
     assert not missing, f"pages not there yet: {missing}"
     assert len(audit.audited) >= 40
-    assert time.monotonic() - started < 60
 
 
 def test_subscription_pages_in_every_state_have_no_serious_axe_violations(page, live_server):
-    started = time.monotonic()
     demo_seed()
     acme = Customer.objects.get(display_name="Acme Corp")
     subscriptions = _subscriptions_in_every_state(acme)
@@ -318,4 +314,3 @@ def test_subscription_pages_in_every_state_have_no_serious_axe_violations(page, 
     assert not audit.failures, "serious or critical axe violations:\n" + audit.report()
     assert not missing, f"pages not there yet: {missing}"
     assert len(audit.audited) >= 20
-    assert time.monotonic() - started < 60

@@ -10,7 +10,6 @@ import datetime
 import io
 import math
 import re
-import time
 from decimal import Decimal
 
 import pyotp
@@ -64,7 +63,6 @@ def money(text: str) -> Decimal:
 
 
 def test_signs_in_with_totp_filters_overdue_invoices_and_downloads_a_pdf(page, demo):
-    started = time.monotonic()
     overdue = overdue_numbers(demo)
     assert len(overdue) == 2  # one of Acme Berlin, one of Acme Paris
 
@@ -90,11 +88,9 @@ def test_signs_in_with_totp_filters_overdue_invoices_and_downloads_a_pdf(page, d
     reader = PdfReader(io.BytesIO(download.path().read_bytes()))
     text = "\n".join(p.extract_text() for p in reader.pages)
     assert number in text
-    assert time.monotonic() - started < 60
 
 
 def test_pays_one_invoice_with_a_new_card_then_everything_outstanding_as_the_parent(page, demo):
-    started = time.monotonic()
     sign_in(page)
     invoice = family_invoices(demo).filter(status=InvoiceStatus.OPEN).order_by("due_date").first()
 
@@ -143,11 +139,9 @@ def test_pays_one_invoice_with_a_new_card_then_everything_outstanding_as_the_par
 
     page.goto("/portal/invoices/?status=open")
     expect(page.locator("#invoice-table tbody")).to_contain_text("No invoices match")
-    assert time.monotonic() - started < 60
 
 
 def test_statement_of_this_year_shows_opening_and_closing_balances(page, demo):
-    started = time.monotonic()
     organization = Organization.load()
     today = billing_today()
     start = datetime.date(today.year, 1, 1)
@@ -203,4 +197,3 @@ def test_statement_of_this_year_shows_opening_and_closing_balances(page, demo):
     )
     assert money(page.inner_text("[data-testid=closing]")) == family.closing
     assert family.closing > expected.closing  # the branches owe what Acme itself does not
-    assert time.monotonic() - started < 60

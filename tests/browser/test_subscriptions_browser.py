@@ -9,7 +9,6 @@ replacing the card that kept failing (Umbrella). No sleeps: Playwright waits for
 """
 
 import re
-import time
 from decimal import Decimal
 
 import pytest
@@ -68,7 +67,6 @@ def status_badge(page):
 
 
 def test_converts_a_trial_now(page, demo):
-    started = time.monotonic()
     sign_in(page, portal_login_for("Initech"), "Initech")
     trial = subscription_of("Initech")
     open_subscription(page, trial)
@@ -88,11 +86,9 @@ def test_converts_a_trial_now(page, demo):
     invoice = Invoice.objects.get(subscription=trial)
     assert invoice.total == due and invoice.status == InvoiceStatus.PAID
     expect(first).to_contain_text(invoice.number)
-    assert time.monotonic() - started < 60
 
 
 def test_upgrades_now_and_sees_the_prorated_invoice(page, demo):
-    started = time.monotonic()
     sign_in(page)
     acme = subscription_of("Acme Corp")
     open_subscription(page, acme)
@@ -123,7 +119,6 @@ def test_upgrades_now_and_sees_the_prorated_invoice(page, demo):
     expect(lines).to_have_count(invoice.lines.count())
     for line in invoice.lines.all():
         expect(lines.filter(has_text=line.description[:40]).first).to_be_visible()
-    assert time.monotonic() - started < 60
 
 
 def invoice_credit_applied(invoice: Invoice) -> Decimal:
@@ -131,7 +126,6 @@ def invoice_credit_applied(invoice: Invoice) -> Decimal:
 
 
 def test_schedules_a_downgrade_then_cancels_it(page, demo):
-    started = time.monotonic()
     sign_in(page)
     acme = subscription_of("Acme Corp")
     page.goto(f"/portal/subscriptions/{acme.public_id}/change/")
@@ -150,11 +144,9 @@ def test_schedules_a_downgrade_then_cancels_it(page, demo):
     expect(page.locator("[data-testid=scheduled-change]")).to_have_count(0)
     acme.refresh_from_db()
     assert not hasattr(acme, "scheduled_change") or acme.scheduled_change is None
-    assert time.monotonic() - started < 60
 
 
 def test_pauses_and_resumes(page, demo):
-    started = time.monotonic()
     sign_in(page)
     acme = subscription_of("Acme Corp")
     open_subscription(page, acme)
@@ -178,11 +170,9 @@ def test_pauses_and_resumes(page, demo):
     acme_after = Subscription.objects.get(pk=acme.pk)
     assert acme_after.status == SubscriptionStatus.LIVE
     assert acme_after.current_term_end == acme.current_term_end  # billing date unchanged
-    assert time.monotonic() - started < 60
 
 
 def test_cancels_at_term_end_and_undoes_it(page, demo):
-    started = time.monotonic()
     sign_in(page)
     acme = subscription_of("Acme Corp")
     open_subscription(page, acme)
@@ -204,11 +194,9 @@ def test_cancels_at_term_end_and_undoes_it(page, demo):
     expect(page.locator("[data-testid=scheduled-cancellation]")).to_have_count(0)
     acme.refresh_from_db()
     assert acme.status == SubscriptionStatus.LIVE and acme.cancel_at is None
-    assert time.monotonic() - started < 60
 
 
 def test_reactivates_a_dunning_cancellation_in_term_after_replacing_the_card(page, demo):
-    started = time.monotonic()
     umbrella = subscription_of("Umbrella")
     assert umbrella.status == SubscriptionStatus.CANCELLED
     assert umbrella.cancel_reason == CancelReason.DUNNING
@@ -249,4 +237,3 @@ def test_reactivates_a_dunning_cancellation_in_term_after_replacing_the_card(pag
     assert Invoice.objects.get(pk=unpaid.pk).status == InvoiceStatus.PAID
     # An in-term reactivation bills nothing new: only the old invoice was paid.
     assert Invoice.objects.filter(subscription=umbrella).count() == invoices_before
-    assert time.monotonic() - started < 60

@@ -8,7 +8,6 @@ oldest page, the statement for this year.
 """
 
 import datetime
-import time
 import uuid
 from decimal import Decimal
 
@@ -138,7 +137,6 @@ def customers(organization):
 
 
 def test_every_portal_page_stays_within_budget_and_constant_in_history(client, customers):
-    started = time.monotonic()
     (small, small_objects), (big, big_objects) = customers
     assert Invoice.objects.filter(customer=small).count() == 1
     assert Invoice.objects.filter(customer=big).count() == HISTORY
@@ -177,4 +175,3 @@ def test_every_portal_page_stays_within_budget_and_constant_in_history(client, c
     assert not over, f"over the budget of {BUDGET}: {over}\n" + "\n".join(
         f"{label}:\n    " + "\n    ".join(sql[:160] for sql in samples[label]) for label in over
     )
-    assert time.monotonic() - started < 30

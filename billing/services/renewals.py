@@ -108,7 +108,8 @@ def _bill(ids, organization, today, batch: RenewalBatch, actor) -> list[Payment]
         .exclude(pause_at__lte=today)
         .order_by("pk")
     )
-    # Not due (renewed meanwhile) or locked by another runner, which renews it.
+    # Not due (renewed meanwhile), or locked by another runner or a customer's change in
+    # progress: if it is still due, the next tick finds it again.
     if len(subs) < len(ids):
         batch.counts["nothing_due"] += len(ids) - len(subs)
     others = _needing_one_by_one(subs, today)

@@ -132,15 +132,28 @@ def _next_amount(
 ) -> Decimal:
     """The next regular invoice's total. ``billed_now``: this action invoices a term first,
     using up a cycle of each limited coupon (a once coupon no longer discounts the next one)."""
-    if billed_now:
-        config = config.with_changes(
-            coupons=tuple(
-                (coupon, None if cycles is None else cycles - 1)
-                for coupon, cycles in config.coupons
-                if cycles is None or cycles > 1
-            )
+    used = 1 if billed_now else 0
+    config = config.with_changes(
+        coupons=tuple(
+            (coupon, None if cycles is None else cycles - used)
+            for coupon, cycles in config.coupons
+            if cycles is None or cycles > used
         )
+    )
     return period_charges(config, book, period).total
+
+
+def _coupons_used_now(old: Configuration, new: Configuration) -> Configuration:
+    """``new`` once the rest of this term is prorated with it: each limited coupon the change
+    adds has discounted that prorated charge, its first use, so a once coupon does not discount
+    the next renewal as well (the row is kept, with no cycle left)."""
+    before = {coupon.pk for coupon, _cycles in old.coupons}
+    return new.with_changes(
+        coupons=tuple(
+            (coupon, cycles - 1 if cycles is not None and coupon.pk not in before else cycles)
+            for coupon, cycles in new.coupons
+        )
+    )
 
 
 def _credit_applied(customer: Customer, invoice_total: Decimal) -> Decimal:
@@ -848,6 +861,12 @@ def subscription_change(
         new = build_configuration(current=old, request=request, today=today)
         if _describe(new) == _describe(old):
             raise ValidationFailed("Nothing would change.")
+        added = {coupon.pk for coupon, _ in new.coupons} - {coupon.pk for coupon, _ in old.coupons}
+        if SubscriptionCoupon.objects.filter(subscription=sub, coupon__in=added).exists():
+            # Used up (a once coupon after its invoice): redeeming it again would discount anew.
+            raise ValidationFailed(
+                "This subscription has already used that coupon.", field="coupon"
+            )
         if sub.status == S.IN_TRIAL or timing == ChangeTiming.TERM_END:
             return _change_later(
                 sub, old, new, book, today, actor, dry_run, in_trial=sub.status == S.IN_TRIAL
@@ -855,6 +874,8 @@ def subscription_change(
         if timing != ChangeTiming.NOW:
             raise ValidationFailed("Choose when the change applies.", field="timing")
         charges, credit, new_term, notes = _proration_charges(sub, old, new, book, today)
+        if new_term is None:
+            new = _coupons_used_now(old, new)
         term = new_term or _term(sub)
         # Periods count from the anchor (rule 3): a term that starts on a clamped month end
         # (Feb 28 of a Jan 31 anchor) is not itself an anchor.

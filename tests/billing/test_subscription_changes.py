@@ -660,3 +660,35 @@ def test_change_wrong_status_raises_invalid_transition(organization, travel, set
     with pytest.raises(InvalidTransition):
         subscription_change(subscription=sub, request=ChangeRequest(quantity=2))
     assert snapshot(sub) == before
+
+
+def test_once_coupon_added_now_discounts_the_rest_of_the_term_only(organization, travel):
+    coupon = CouponFactory(percent_off=Decimal("10"), once=True)
+    sub = subscribe(travel, PlanFactory(price=Decimal("30.00")))
+    travel(CHANGE_DAY)
+
+    preview = subscription_change(
+        subscription=sub, request=ChangeRequest(coupon_code=coupon.code), dry_run=True
+    )
+    outcome = subscription_change(subscription=sub, request=ChangeRequest(coupon_code=coupon.code))
+
+    # The rest of the term (20 of 30 days) is discounted: 20.00 − 18.00 credited now ...
+    assert outcome.credit_note.amount == Decimal("2.00")
+    assert SubscriptionCoupon.objects.get(subscription=sub).remaining_cycles == 0
+    # ... and that was the coupon's one use: the renewal is at full price, as previewed.
+    assert preview.summary.next_amount == Decimal("30.00")
+    travel(TERM_END)
+    renewal = subscription_renew(subscription=sub).invoice
+    assert (renewal.discount_total, renewal.total) == (Decimal("0.00"), Decimal("30.00"))
+
+
+def test_a_used_up_coupon_cannot_be_redeemed_again(organization, travel):
+    coupon = CouponFactory(percent_off=Decimal("10"), once=True)
+    sub = subscribe(travel, PlanFactory(price=Decimal("30.00")), coupon_code=coupon.code)
+    travel(CHANGE_DAY)
+
+    with pytest.raises(ValidationFailed, match="already used that coupon") as refused:
+        subscription_change(subscription=sub, request=ChangeRequest(coupon_code=coupon.code))
+
+    assert refused.value.field == "coupon"
+    assert not CreditNote.objects.filter(customer=sub.customer).exists()

@@ -1,11 +1,11 @@
 """What the merchant lets customers do in the portal, and what customers leave there."""
 
 from django.conf import settings
-from django.core.cache import cache
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from billing import settings_cache
 from billing.enums import ChangeTiming
 from billing.models.base import SingletonModel
 
@@ -106,7 +106,7 @@ class PortalPreferences(SingletonModel):
         return "Portal preferences"
 
 
-WEB_TABS_CACHE_KEY = "portal:web-tabs"
+WEB_TABS_CACHE_KEY = settings_cache.read_together("portal:web-tabs")
 
 
 class WebTab(models.Model):
@@ -125,21 +125,19 @@ class WebTab(models.Model):
 
     def save(self, *args, **kwargs):
         super().save(*args, **kwargs)
-        cache.delete(WEB_TABS_CACHE_KEY)
+        settings_cache.forget(WEB_TABS_CACHE_KEY)
 
     def delete(self, *args, **kwargs):
         result = super().delete(*args, **kwargs)
-        cache.delete(WEB_TABS_CACHE_KEY)
+        settings_cache.forget(WEB_TABS_CACHE_KEY)
         return result
 
     @classmethod
     def active_tabs(cls) -> list["WebTab"]:
         """Shown on every portal page, so kept in the cache until a tab changes."""
-        tabs = cache.get(WEB_TABS_CACHE_KEY)
-        if tabs is None:
-            tabs = list(cls.objects.filter(active=True))
-            cache.set(WEB_TABS_CACHE_KEY, tabs, 300)
-        return tabs
+        return settings_cache.get_or_load(
+            WEB_TABS_CACHE_KEY, lambda: list(cls.objects.filter(active=True)), 300
+        )
 
 
 class Review(models.Model):

@@ -3,9 +3,10 @@
 import uuid
 from decimal import Decimal
 
-from django.core.cache import cache
 from django.core.validators import MinValueValidator
 from django.db import models, transaction
+
+from billing import settings_cache
 
 
 def money_field(**kwargs) -> models.DecimalField:
@@ -62,21 +63,23 @@ class SingletonModel(models.Model):
 
     def save(self, *args, **kwargs):
         super().save(*args, **kwargs)
-        cache.delete(self.cache_key())
+        settings_cache.forget(self.cache_key())
         # A transaction that rolls back must not leave its version cached either.
-        transaction.on_commit(lambda: cache.delete(self.cache_key()))
+        transaction.on_commit(lambda: settings_cache.forget(self.cache_key()))
 
     @classmethod
     def cache_key(cls) -> str:
-        return f"singleton:{cls._meta.label_lower}"
+        # Read once, read with the others by every later request of this process.
+        return settings_cache.read_together(f"singleton:{cls._meta.label_lower}")
 
     @classmethod
     def load(cls):
         """The settings row, from the cache when possible: every page reads it, few write it."""
-        obj = cache.get(cls.cache_key())
-        if obj is None:
-            obj, _ = cls.objects.get_or_create(pk=1)
-            cache.set(cls.cache_key(), obj, SINGLETON_CACHE_SECONDS)
+        return settings_cache.get_or_load(cls.cache_key(), cls._load, SINGLETON_CACHE_SECONDS)
+
+    @classmethod
+    def _load(cls):
+        obj, _ = cls.objects.get_or_create(pk=1)
         return obj
 
 

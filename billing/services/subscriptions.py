@@ -1074,43 +1074,46 @@ def _usage_lines(
 def subscription_renew(*, subscription: Subscription, actor=None) -> Outcome | None:
     """Bill the next period if the current term has ended (a job; idempotent).
 
-    A scheduled cancellation or a non-renewing subscription is cancelled instead; a scheduled
-    change is applied first. Returns ``None`` when nothing was due.
+    A scheduled cancellation or a non-renewing subscription is cancelled instead (its last
+    term's metered usage invoiced); a scheduled change is applied first. The invoice is charged
+    after commit. Returns ``None`` when nothing was due.
     """
     organization = Organization.load()
-    today = billing_today(organization)
     with transaction.atomic():
-        sub = _lock(subscription)
-        term = _term(sub)
-        if sub.status not in ACTIVE_TERM_STATUSES or term is None or term.end > today:
-            return None
-        if renewal_ends_term(sub, today):
-            return _cancel_at_term_end(sub, organization, actor)
-        _apply_scheduled_change(sub, actor)
-        sub.refresh_from_db()
-        book = PriceBook(sub.customer, organization)
-        config = configuration_of(sub)
-        period = period_starting(
-            sub.anchor_date, sub.plan.interval, sub.plan.interval_count, term.end
-        )
-        usage, usage_ids = _usage_lines(sub, book, _start_of(period.start, organization))
-        charges = period_charges(config, book, period, extra_lines=usage)
-        try:
-            with transaction.atomic():
-                invoice = _issue(sub, charges, InvoiceKind.RECURRING, period, actor)
-        except IntegrityError:
-            return None  # this period is already billed: the constraint is the last word
-        UsageRecord.objects.filter(pk__in=usage_ids).update(invoice=invoice)
-        sub.current_term_start, sub.current_term_end = period.start, period.end
-        sub.save(update_fields=["current_term_start", "current_term_end", "updated_at"])
-        _cycle_billed(sub)
-        events_record_many([renewed_event(sub, invoice, period, actor)])
-        outcome = Outcome(
-            subscription=sub,
-            summary=ChargesSummary(invoice=charges, next_billing_date=period.end),
-            invoice=invoice,
-        )
-    return _charge(outcome, actor)
+        outcome = _renew_locked(subscription, organization, actor)
+    return None if outcome is None else _charge(outcome, actor)
+
+
+def _renew_locked(subscription: Subscription, organization: Organization, actor) -> Outcome | None:
+    today = billing_today(organization)
+    sub = _lock(subscription)
+    term = _term(sub)
+    if sub.status not in ACTIVE_TERM_STATUSES or term is None or term.end > today:
+        return None
+    if renewal_ends_term(sub, today):
+        return _cancel_at_term_end(sub, organization, actor)
+    _apply_scheduled_change(sub, actor)
+    sub.refresh_from_db()
+    book = PriceBook(sub.customer, organization)
+    config = configuration_of(sub)
+    period = period_starting(sub.anchor_date, sub.plan.interval, sub.plan.interval_count, term.end)
+    usage, usage_ids = _usage_lines(sub, book, _start_of(period.start, organization))
+    charges = period_charges(config, book, period, extra_lines=usage)
+    try:
+        with transaction.atomic():
+            invoice = _issue(sub, charges, InvoiceKind.RECURRING, period, actor)
+    except IntegrityError:
+        return None  # this period is already billed: the constraint is the last word
+    UsageRecord.objects.filter(pk__in=usage_ids).update(invoice=invoice)
+    sub.current_term_start, sub.current_term_end = period.start, period.end
+    sub.save(update_fields=["current_term_start", "current_term_end", "updated_at"])
+    _cycle_billed(sub)
+    events_record_many([renewed_event(sub, invoice, period, actor)])
+    return Outcome(
+        subscription=sub,
+        summary=ChargesSummary(invoice=charges, next_billing_date=period.end),
+        invoice=invoice,
+    )
 
 
 def renewed_event(sub: Subscription, invoice: Invoice, period: Period, actor):

@@ -26,6 +26,7 @@ from billing.enums import (
 from billing.errors import InvalidTransition, NotAllowed, ValidationFailed
 from billing.models import (
     CreditNote,
+    DunningPolicy,
     Event,
     Invoice,
     Payment,
@@ -1251,6 +1252,33 @@ def test_renew_non_renewing_bills_last_usage_and_cancels(organization, travel):
     assert reload(sub).status == S.CANCELLED
     assert outcome.invoice.kind == InvoiceKind.USAGE
     assert outcome.invoice.total == Decimal("6.00")
+    # Charged to the card like any renewal invoice, not left open.
+    assert (outcome.payment.status, outcome.payment.amount) == (
+        PaymentStatus.SUCCEEDED,
+        Decimal("6.00"),
+    )
+    outcome.invoice.refresh_from_db()
+    assert outcome.invoice.status == InvoiceStatus.PAID
+    assert subscription_renew(subscription=sub) is None  # once
+
+
+def test_last_usage_declined_is_retried_and_the_subscription_stays_cancelled(organization, travel):
+    metered = AddonFactory(kind=AddonKind.METERED, price=Decimal("2.00"))
+    sub = live_subscription(travel)
+    travel(D(2026, 4, 20))
+    usage_record(subscription=sub, addon=metered, quantity=Decimal("3"), idempotency_key="u")
+    subscription_cancel(subscription=sub, timing=ChangeTiming.TERM_END)
+    add_card(sub.customer, FAILING_CARD, use_for_subscriptions=True)
+    travel(D(2026, 5, 5))
+
+    outcome = subscription_renew(subscription=sub)
+
+    assert outcome.payment.status == PaymentStatus.FAILED
+    outcome.invoice.refresh_from_db()
+    assert outcome.invoice.status == InvoiceStatus.OPEN
+    assert reload(sub).status == S.CANCELLED
+    retries = PaymentAttempt.objects.filter(invoice=outcome.invoice, attempt_number__gt=0)
+    assert retries.count() == len(DunningPolicy.load().retry_days)
 
 
 def test_renew_declined_charge_past_due_with_retries_per_policy(organization, travel):

@@ -19,7 +19,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.debug import sensitive_post_parameters
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts import otp, passkeys
@@ -332,19 +332,24 @@ def _mfa_setup_form(request, user, *, forced: bool):
     return render(request, "accounts/otp_enrol.html", context)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @login_required
 @recent_login_required
 def backup_codes_regenerate(request):
+    if request.method != "POST":
+        # A confirmation sends a POST that came too late back here: the page to repeat it from.
+        return redirect("accounts_security")
     request.session[BACKUP_CODES_SESSION_KEY] = otp.backup_codes_regenerate(request.user)
     _record(request.user, "user.backup_codes_regenerated", "Backup codes replaced")
     return redirect("accounts_backup_codes_new")
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @login_required
 @recent_login_required
 def mfa_remove(request):
+    if request.method != "POST":
+        return redirect("accounts_security")  # after a confirmation, as above
     user = request.user
     if otp.mfa_required(user):
         messages.error(

@@ -17,6 +17,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from accounts import otp
 from accounts.models import User
 from billing.enums import MfaPolicy
+from billing.models import Event
 from tests.accounts.conftest import (
     LOGIN,
     OTP_VERIFY,
@@ -260,6 +261,28 @@ def test_confirming_with_password_lets_the_user_through_for_a_while(client, user
         assert client.get(page).status_code == 200
         traveller.shift(settings.REAUTHENTICATION_WINDOW + 1)
         assert client.get(page).url.startswith("/accounts/confirm/")
+
+
+@pytest.mark.parametrize(
+    "action", ["/accounts/mfa/remove/", "/accounts/mfa/backup-codes/regenerate/"]
+)
+def test_a_late_post_to_a_confirmed_action_lands_back_on_the_security_page(client, user, action):
+    """Confirming sends the user back to the action's URL with a GET: that shows the security
+    page to repeat the action from (no 405), and changes nothing."""
+    login_verified(client, user)
+    devices = list(TOTPDevice.objects.filter(user=user).values_list("pk", flat=True))
+    response = client.post(action)
+    assert response.url == f"/accounts/confirm/?next={action.replace('/', '%2F')}"
+
+    back = client.post("/accounts/confirm/", {"password": PASSWORD, "next": action})
+    assert back.url == action
+    landing = client.get(action)
+
+    assert (landing.status_code, landing.url) == (302, reverse("accounts_security"))
+    assert list(TOTPDevice.objects.filter(user=user).values_list("pk", flat=True)) == devices
+    changed = ("user.mfa_removed", "user.backup_codes_regenerated")
+    assert not Event.objects.filter(kind__in=changed).exists()
+    assert client.get(landing.url).status_code == 200
 
 
 def test_password_set_for_a_passwordless_login_asks_to_confirm_first(client, user):

@@ -25,4 +25,5 @@ def short_date(day: datetime.date) -> str:
 
 def amount_text(amount: Decimal) -> str:
     """-1,234.50: rounded half-up to the cent, thousands separated."""
-    return f"{amount.quantize(Decimal('0.01'), rounding='ROUND_HALF_UP'):,.2f}"
+    rounded = amount.quantize(Decimal("0.01"), rounding="ROUND_HALF_UP")
+    return f"{rounded if rounded else abs(rounded):,.2f}"  # never "-0.00"

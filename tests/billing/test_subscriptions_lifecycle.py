@@ -1239,12 +1239,18 @@ def test_usage_record_bad_input_or_inactive_subscription_raises(organization, tr
     assert UsageRecord.objects.count() == 1
 
 
-def test_renew_non_renewing_bills_last_usage_and_cancels(organization, travel):
+def non_renewing_with_usage(travel) -> Subscription:
+    """Cancelled at term end (May 5) with 3 × 2.00 of metered usage in its last term."""
     metered = AddonFactory(kind=AddonKind.METERED, price=Decimal("2.00"))
     sub = live_subscription(travel)
     travel(D(2026, 4, 20))
     usage_record(subscription=sub, addon=metered, quantity=Decimal("3"), idempotency_key="u")
     subscription_cancel(subscription=sub, timing=ChangeTiming.TERM_END)
+    return sub
+
+
+def test_renew_non_renewing_bills_last_usage_and_cancels(organization, travel):
+    sub = non_renewing_with_usage(travel)
     travel(D(2026, 5, 5))
 
     outcome = subscription_renew(subscription=sub)
@@ -1263,11 +1269,7 @@ def test_renew_non_renewing_bills_last_usage_and_cancels(organization, travel):
 
 
 def test_last_usage_declined_is_retried_and_the_subscription_stays_cancelled(organization, travel):
-    metered = AddonFactory(kind=AddonKind.METERED, price=Decimal("2.00"))
-    sub = live_subscription(travel)
-    travel(D(2026, 4, 20))
-    usage_record(subscription=sub, addon=metered, quantity=Decimal("3"), idempotency_key="u")
-    subscription_cancel(subscription=sub, timing=ChangeTiming.TERM_END)
+    sub = non_renewing_with_usage(travel)
     add_card(sub.customer, FAILING_CARD, use_for_subscriptions=True)
     travel(D(2026, 5, 5))
 

@@ -7,7 +7,7 @@ card, outside the transaction (rule 7).
 """
 
 import datetime
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -469,6 +469,14 @@ def _cycle_billed(sub: Subscription) -> None:
         sub.save(update_fields=["remaining_billing_cycles", "updated_at"])
 
 
+def _begin_term(sub: Subscription, period: Period) -> list[str]:
+    """Make ``period`` the subscription's term, anchored on its start (periods count from the
+    anchor, rule 3); returns the fields to save."""
+    sub.anchor_date = sub.current_term_start = period.start
+    sub.current_term_end = period.end
+    return ["anchor_date", "current_term_start", "current_term_end"]
+
+
 def _start_term(
     sub: Subscription, start: datetime.date, book: PriceBook, *, setup_fee: bool
 ) -> tuple[Period, Totals]:
@@ -499,11 +507,7 @@ def subscription_start(*, subscription: Subscription, actor=None) -> Outcome:
         else:
             before = _set_status(sub, S.LIVE)
             period, charges = _start_term(sub, sub.start_date, book, setup_fee=True)
-            sub.anchor_date, sub.current_term_start, sub.current_term_end = (
-                period.start,
-                period.start,
-                period.end,
-            )
+            _begin_term(sub, period)
             sub.save(
                 update_fields=[
                     "status",
@@ -539,28 +543,20 @@ def subscription_convert_trial(
         book = _book(sub.customer)
         period, charges = _start_term(sub, today, book, setup_fee=True)
         config = configuration_of(sub)
-        summary = ChargesSummary(
-            invoice=charges,
-            credit_applied=_credit_applied(sub.customer, charges.total),
-            next_billing_date=period.end,
-            next_amount=_next_amount(
-                config,
-                book,
-                next_period(period.start, sub.plan.interval, sub.plan.interval_count, period),
-                billed_now=True,
-            ),
-            notes=(f"Your trial ends today and your billing date becomes the {period.start.day}.",),
+        summary = _new_term_summary(
+            sub,
+            config,
+            book,
+            period,
+            charges,
+            f"Your trial ends today and your billing date becomes the {period.start.day}.",
         )
         if dry_run:
             return Outcome(subscription=sub, summary=summary, dry_run=True)
         before = _set_status(sub, S.LIVE)
         sub.trial_end = today
         sub.cancel_at = None
-        sub.anchor_date, sub.current_term_start, sub.current_term_end = (
-            period.start,
-            period.start,
-            period.end,
-        )
+        _begin_term(sub, period)
         sub.save(
             update_fields=[
                 "status",
@@ -652,11 +648,7 @@ def subscription_end_trial(*, subscription: Subscription, actor=None) -> Outcome
 
 def _activate_after_trial(sub: Subscription, period: Period, actor) -> None:
     before = _set_status(sub, S.LIVE)
-    sub.anchor_date, sub.current_term_start, sub.current_term_end = (
-        period.start,
-        period.start,
-        period.end,
-    )
+    _begin_term(sub, period)
     sub.save(
         update_fields=[
             "status",
@@ -691,11 +683,7 @@ def _trial_unpaid(
         period = _first_period(free_plan, sub.trial_end)
         before = _set_status(sub, S.LIVE)
         sub.plan = free_plan
-        sub.anchor_date, sub.current_term_start, sub.current_term_end = (
-            period.start,
-            period.start,
-            period.end,
-        )
+        _begin_term(sub, period)
         sub.save(
             update_fields=[
                 "status",
@@ -897,11 +885,7 @@ def subscription_change(
             return Outcome(subscription=sub, summary=summary, dry_run=True)
         _store_configuration(sub, new)
         if new_term is not None:
-            sub.anchor_date, sub.current_term_start, sub.current_term_end = (
-                new_term.start,
-                new_term.start,
-                new_term.end,
-            )
+            _begin_term(sub, new_term)
             if sub.cancel_at is not None:
                 # Non-renewing: the new, paid term is the one that now ends the subscription.
                 sub.cancel_at = new_term.end
@@ -1310,6 +1294,64 @@ def subscription_pause(
     return outcome
 
 
+def _same_term_summary(
+    sub: Subscription, config: Configuration, book: PriceBook, term: Period, note: str
+) -> ChargesSummary:
+    """Back within the paid term (resume or in-term reactivation): nothing billed now."""
+    return ChargesSummary(
+        next_billing_date=term.end,
+        next_amount=_next_amount(
+            config,
+            book,
+            next_period(sub.anchor_date, sub.plan.interval, sub.plan.interval_count, term),
+        ),
+        notes=(note,),
+    )
+
+
+def _restart_term(
+    sub: Subscription,
+    config: Configuration,
+    book: PriceBook,
+    today: datetime.date,
+    note: Callable[[Period], str],
+):
+    """(period, charges, summary) of a new term from today, for a resume or reactivation after
+    the billing date. Refused when that term is already invoiced (cancelled on the day it was
+    billed): a term is never billed twice."""
+    period, charges = _start_term(sub, today, book, setup_fee=False)
+    if Invoice.objects.filter(
+        subscription=sub, period_start=period.start, kind=InvoiceKind.RECURRING
+    ).exists():
+        raise InvalidTransition(
+            "This subscription's term starting today is already invoiced; contact us to restore it."
+        )
+    return period, charges, _new_term_summary(sub, config, book, period, charges, note(period))
+
+
+def _new_term_summary(
+    sub: Subscription,
+    config: Configuration,
+    book: PriceBook,
+    period: Period,
+    charges,
+    note: str,
+) -> ChargesSummary:
+    """A term starting now and invoiced now (trial conversion, resume, reactivation)."""
+    return ChargesSummary(
+        invoice=charges,
+        credit_applied=_credit_applied(sub.customer, charges.total),
+        next_billing_date=period.end,
+        next_amount=_next_amount(
+            config,
+            book,
+            next_period(period.start, sub.plan.interval, sub.plan.interval_count, period),
+            billed_now=True,
+        ),
+        notes=(note,),
+    )
+
+
 def subscription_resume(
     *, subscription: Subscription, actor=None, dry_run: bool = False
 ) -> Outcome:
@@ -1323,37 +1365,19 @@ def subscription_resume(
         config = configuration_of(sub)
         term = _term(sub)
         if term is not None and today < term.end:
-            summary = ChargesSummary(
-                next_billing_date=term.end,
-                next_amount=_next_amount(
-                    config,
-                    book,
-                    next_period(sub.anchor_date, sub.plan.interval, sub.plan.interval_count, term),
-                ),
-                notes=(f"Your billing date stays {term.end:%b %-d, %Y}.",),
+            summary = _same_term_summary(
+                sub, config, book, term, f"Your billing date stays {term.end:%b %-d, %Y}."
             )
             period, charges = None, None
         else:
-            period, charges = _start_term(sub, today, book, setup_fee=False)
-            if Invoice.objects.filter(
-                subscription=sub, period_start=period.start, kind=InvoiceKind.RECURRING
-            ).exists():
-                # Cancelled on the day its term was billed: that term cannot be billed twice.
-                raise InvalidTransition(
-                    "This subscription's term starting today is already invoiced; "
-                    "contact us to restore it."
-                )
-            summary = ChargesSummary(
-                invoice=charges,
-                credit_applied=_credit_applied(sub.customer, charges.total),
-                next_billing_date=period.end,
-                next_amount=_next_amount(
-                    config,
-                    book,
-                    next_period(period.start, sub.plan.interval, sub.plan.interval_count, period),
-                    billed_now=True,
+            period, charges, summary = _restart_term(
+                sub,
+                config,
+                book,
+                today,
+                lambda _period: (
+                    f"A new term starts today; your billing date becomes the {today.day}."
                 ),
-                notes=(f"A new term starts today; your billing date becomes the {today.day}.",),
             )
         if dry_run:
             return Outcome(subscription=sub, summary=summary, dry_run=True)
@@ -1361,12 +1385,7 @@ def subscription_resume(
         sub.paused_at = sub.pause_at = sub.resume_at = None
         fields = ["status", "paused_at", "pause_at", "resume_at", "updated_at"]
         if period is not None:
-            sub.anchor_date, sub.current_term_start, sub.current_term_end = (
-                period.start,
-                period.start,
-                period.end,
-            )
-            fields += ["anchor_date", "current_term_start", "current_term_end"]
+            fields += _begin_term(sub, period)
         sub.save(update_fields=fields)
         _record(
             sub,
@@ -1593,37 +1612,21 @@ def subscription_reactivate(
                 ]
                 if unpaid:
                     raise NotAllowed("Pay the open invoice first, then reactivate.")
-            summary = ChargesSummary(
-                next_billing_date=term.end,
-                next_amount=_next_amount(
-                    config,
-                    book,
-                    next_period(sub.anchor_date, sub.plan.interval, sub.plan.interval_count, term),
-                ),
-                notes=(f"Nothing is charged now; your billing date stays {term.end:%b %-d, %Y}.",),
+            summary = _same_term_summary(
+                sub,
+                config,
+                book,
+                term,
+                f"Nothing is charged now; your billing date stays {term.end:%b %-d, %Y}.",
             )
             period = charges = None
         else:
-            period, charges = _start_term(sub, today, book, setup_fee=False)
-            if Invoice.objects.filter(
-                subscription=sub, period_start=period.start, kind=InvoiceKind.RECURRING
-            ).exists():
-                # Cancelled on the day its term was billed: that term cannot be billed twice.
-                raise InvalidTransition(
-                    "This subscription's term starting today is already invoiced; "
-                    "contact us to restore it."
-                )
-            summary = ChargesSummary(
-                invoice=charges,
-                credit_applied=_credit_applied(sub.customer, charges.total),
-                next_billing_date=period.end,
-                next_amount=_next_amount(
-                    config,
-                    book,
-                    next_period(period.start, sub.plan.interval, sub.plan.interval_count, period),
-                    billed_now=True,
-                ),
-                notes=(f"A new term starts today and renews on {period.end:%b %-d, %Y}.",),
+            period, charges, summary = _restart_term(
+                sub,
+                config,
+                book,
+                today,
+                lambda period: f"A new term starts today and renews on {period.end:%b %-d, %Y}.",
             )
         if dry_run:
             return Outcome(subscription=sub, summary=summary, dry_run=True)
@@ -1640,12 +1643,7 @@ def subscription_reactivate(
             "updated_at",
         ]
         if period is not None:
-            sub.anchor_date, sub.current_term_start, sub.current_term_end = (
-                period.start,
-                period.start,
-                period.end,
-            )
-            fields += ["anchor_date", "current_term_start", "current_term_end"]
+            fields += _begin_term(sub, period)
         sub.save(update_fields=fields)
         _record(
             sub,

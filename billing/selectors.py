@@ -14,6 +14,7 @@ from django.db.models import (
     Case,
     DateField,
     DecimalField,
+    Expression,
     ExpressionWrapper,
     F,
     OuterRef,
@@ -59,20 +60,62 @@ def _sum_of(queryset: QuerySet, column: str = "amount") -> Subquery:
     return Coalesce(Subquery(aggregate, output_field=MONEY), Value(ZERO), output_field=MONEY)
 
 
-def invoice_paid_expression():
-    return _sum_of(
-        PaymentAllocation.objects.filter(
-            invoice=OuterRef("pk"), payment__status__in=COUNTING_PAYMENT_STATUSES
+class _AppliedToInvoice(Expression):
+    """What was applied to the invoice of each row — ``SUM(allocation.amount)`` over the
+    allocations of counting money (a correlated subquery, 0 without rows) — written as SQL.
+
+    The same subquery built from querysets costs ~1.5 ms to compile on every list, page and
+    payment; this compiles in microseconds. It correlates on the id column of the query's base
+    table (which must be the invoices'), under whatever alias that table has, so it stays
+    right when the queryset becomes a subquery of another.
+    """
+
+    output_field = MONEY
+
+    def __init__(self, allocation, money, status_column: str, statuses: Sequence[str]):
+        super().__init__(output_field=MONEY)
+        self.allocation, self.money = allocation, money
+        self.status_column, self.statuses = status_column, tuple(statuses)
+
+    def __eq__(self, other):
+        return isinstance(other, _AppliedToInvoice) and self.identity == other.identity
+
+    def __hash__(self):
+        return hash(self.identity)
+
+    @property
+    def identity(self):
+        return (self.allocation, self.money, self.status_column, self.statuses)
+
+    def get_group_by_cols(self):
+        return []
+
+    def as_sql(self, compiler, connection):
+        query = compiler.query
+        if query.model is not Invoice:
+            raise TypeError("invoice amounts annotate invoice querysets only")
+        name = connection.ops.quote_name
+        alias = query.get_initial_alias()
+        money_key = self.allocation._meta.get_field(
+            "payment" if self.money is Payment else "credit_note"
+        ).column
+        placeholders = ", ".join(["%s"] * len(self.statuses))
+        sql = (
+            f"COALESCE((SELECT SUM(a.{name('amount')}) "  # noqa: S608 (names, not values)
+            f"FROM {name(self.allocation._meta.db_table)} a "
+            f"INNER JOIN {name(self.money._meta.db_table)} m ON m.{name('id')} = a.{name(money_key)} "
+            f"WHERE a.{name('invoice_id')} = {compiler.quote_name_unless_alias(alias)}.{name('id')} "
+            f"AND m.{name(self.status_column)} IN ({placeholders})), 0)"
         )
-    )
+        return sql, [str(status) for status in self.statuses]
+
+
+def invoice_paid_expression():
+    return _AppliedToInvoice(PaymentAllocation, Payment, "status", COUNTING_PAYMENT_STATUSES)
 
 
 def invoice_credited_expression():
-    return _sum_of(
-        CreditAllocation.objects.filter(
-            invoice=OuterRef("pk"), credit_note__status=CreditNoteStatus.ISSUED
-        )
-    )
+    return _AppliedToInvoice(CreditAllocation, CreditNote, "status", (CreditNoteStatus.ISSUED,))
 
 
 def invoices_with_amounts(queryset: QuerySet[Invoice] | None = None) -> QuerySet[Invoice]:

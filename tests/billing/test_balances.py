@@ -8,17 +8,19 @@ and no invoice is ever paid beyond its total, no credit note or payment spent be
 from decimal import Decimal
 
 import pytest
+from django.db.models import OuterRef, Subquery, Sum
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from billing.enums import CreditNoteStatus, InvoiceStatus, PaymentMode, PaymentStatus, RefundStatus
 from billing.errors import BillingError
-from billing.models import CreditNote, Invoice, Payment, Refund
+from billing.models import CreditNote, Customer, Invoice, Payment, Refund
 from billing.money import ZERO
 from billing.selectors import (
     credit_notes_with_remaining,
     customer_balance,
     customer_credit_balance,
+    invoice_paid_expression,
     invoices_with_amounts,
     open_invoices,
     payments_with_unapplied,
@@ -185,3 +187,47 @@ def test_customer_balance_worked_example_every_formula_agrees(organization):
     assert refund.status == RefundStatus.SUCCEEDED
     assert customer_balance(customer) == Decimal("-20.00")
     assert_ledger_adds_up(customer)
+
+
+def test_invoice_amounts_stay_right_when_the_query_nests_in_another(organization):
+    customer = CustomerFactory()
+    first = invoice_create_one_time(
+        customer=customer, description="Work", unit_price=Decimal("120.00")
+    )
+    second = invoice_create_one_time(
+        customer=customer, description="Work", unit_price=Decimal("80.00")
+    )
+    # Oldest first: 120.00 pays the first, 30.00 goes to the second.
+    payment_record_offline(
+        customer=customer, amount=Decimal("150.00"), mode=PaymentMode.BANK_TRANSFER
+    )
+
+    owing = invoices_with_amounts(Invoice.objects.filter(customer=customer)).filter(
+        balance_due__gt=0
+    )
+    # As a subquery of another invoice query the tables are aliased anew: each invoice's sums
+    # must still be its own.
+    outer = invoices_with_amounts(Invoice.objects.filter(pk__in=owing.values("pk")))
+    assert [(i.pk, i.amount_paid, i.balance_due) for i in outer] == [
+        (second.pk, Decimal("30.00"), Decimal("50.00"))
+    ]
+    # Inside another query over invoices, the subquery's sums are those of its own rows, not of
+    # the outer query's.
+    second_due = invoices_with_amounts(Invoice.objects.filter(pk=second.pk)).values("balance_due")
+    row = Invoice.objects.filter(pk=first.pk).annotate(other_due=Subquery(second_due)).get()
+    assert row.other_due == Decimal("50.00")
+    owed = (
+        invoices_with_amounts(Invoice.objects.filter(customer=OuterRef("pk")))
+        .order_by()
+        .values("customer")
+        .annotate(owed=Sum("balance_due"))
+        .values("owed")
+    )
+    assert Customer.objects.annotate(owed=Subquery(owed)).get(pk=customer.pk).owed == Decimal(
+        "50.00"
+    )
+
+
+def test_invoice_amounts_annotate_invoices_only(organization):
+    with pytest.raises(TypeError, match="invoice querysets only"):
+        list(Payment.objects.annotate(paid=invoice_paid_expression()))

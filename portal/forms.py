@@ -6,6 +6,7 @@ scope is simply not a valid choice.
 """
 
 from django import forms
+from django.utils.choices import BaseChoiceIterator
 from django.utils.html import conditional_escape, escape, format_html
 from django.utils.safestring import mark_safe
 
@@ -74,6 +75,17 @@ class InlineSelect(forms.Select):
         )
 
 
+class FlatChoices(BaseChoiceIterator):
+    """(value, label) pairs built from scoped rows, already in Django's normal form: passed as
+    they are, so a field does not re-examine each of a customer's hundreds of subscriptions."""
+
+    def __init__(self, pairs: list[tuple[str, str]]):
+        self.pairs = pairs
+
+    def __iter__(self):
+        return iter(self.pairs)
+
+
 class InvoiceFilterForm(forms.Form):
     status = forms.ChoiceField(choices=STATUS_CHOICES, required=False, widget=InlineSelect)
     issued_from = forms.DateField(label="Issued from", required=False, widget=DateInput)
@@ -87,15 +99,16 @@ class InvoiceFilterForm(forms.Form):
         super().__init__(data)
         self.subscription_ids = {key: pk for key, (pk, _label) in subscriptions.items()}
         self.customer_ids = {key: pk for key, (pk, _label) in customers.items()}
-        self.fields["subscription"].choices = [
-            ("", "All subscriptions"),
-            *((key, label) for key, (_pk, label) in subscriptions.items()),
-        ]
-        if customers:
-            self.fields["customer"].choices = [
-                ("", "All branches"),
-                *((key, label) for key, (_pk, label) in customers.items()),
+        self.fields["subscription"].choices = FlatChoices(
+            [
+                ("", "All subscriptions"),
+                *((key, label) for key, (_pk, label) in subscriptions.items()),
             ]
+        )
+        if customers:
+            self.fields["customer"].choices = FlatChoices(
+                [("", "All branches"), *((key, label) for key, (_pk, label) in customers.items())]
+            )
         else:
             del self.fields["customer"]
 

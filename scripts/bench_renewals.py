@@ -659,7 +659,9 @@ def wait_for(condition, workers: Workers, what: str) -> float:
     last_report = started
     while not condition():
         workers.sample()
-        time.sleep(0.5)
+        # Fine enough for a phase of a second or two (1,000 retries are two batches), coarse
+        # enough that the polling queries cost the workers nothing noticeable.
+        time.sleep(0.1)
         if time.perf_counter() - last_report > 30:
             say(f"  … still waiting for {what}")
             last_report = time.perf_counter()

@@ -46,6 +46,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
+from billing.bulk import bulk_insert
 from billing.enums import DeclineKind, PaymentStatus, RefundStatus
 from billing.gateways.base import (
     CardToken,
@@ -258,11 +259,14 @@ class SandboxGateway(PaymentGateway):
             )
         # A key another process inserted meanwhile keeps its row (ON CONFLICT DO NOTHING): ours
         # is dropped and theirs replayed, as ``charge`` does when it loses the race.
-        SandboxCharge.objects.bulk_create(rows.values(), ignore_conflicts=True)
-        stored = {
-            row.idempotency_key: row
-            for row in SandboxCharge.objects.filter(idempotency_key__in=list(rows))
-        }
+        inserted = bulk_insert(list(rows.values()), ignore_conflicts=True, match="idempotency_key")
+        stored = {row.idempotency_key: row for row in inserted}
+        lost = [key for key in rows if key not in stored]
+        if lost:
+            stored.update(
+                (row.idempotency_key, row)
+                for row in SandboxCharge.objects.filter(idempotency_key__in=lost)
+            )
         results: list[ChargeResult | GatewayError] = []
         for r in requests:
             key = r.idempotency_key
@@ -281,7 +285,7 @@ class SandboxGateway(PaymentGateway):
                     )
                 except IdempotencyConflict as error:
                     results.append(error)
-        logger.info("sandbox charged a batch of %s (%s new)", len(requests), len(stored))
+        logger.info("sandbox charged a batch of %s (%s new)", len(requests), len(inserted))
         return results
 
     def lookup(self, *, idempotency_key: str) -> ChargeResult | None:

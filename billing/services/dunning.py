@@ -280,7 +280,17 @@ def _close_attempts(attempts: list[PaymentAttempt], payments: list[Payment], act
     final action runs for the invoices left without a scheduled retry."""
     counts: Counter = Counter()
     with transaction.atomic():
-        fresh = PaymentAttempt.objects.select_for_update().in_bulk([a.pk for a in attempts])
+        # The batch's own objects, brought up to date with the rows (settling a paid invoice
+        # skipped its scheduled attempts meanwhile): four columns read, not 500 rows rebuilt.
+        fresh = {a.pk: a for a in attempts}
+        for pk, status, attempted_at, payment_id, decline_kind in (
+            PaymentAttempt.objects.select_for_update()
+            .filter(pk__in=list(fresh))
+            .values_list("pk", "status", "attempted_at", "payment_id", "decline_kind")
+        ):
+            current = fresh[pk]
+            current.status, current.attempted_at = status, attempted_at
+            current.payment_id, current.decline_kind = payment_id, decline_kind
         now = timezone.now()
         closed, events, finals = [], [], []
         for attempt, payment in zip(attempts, payments, strict=True):

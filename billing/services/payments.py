@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from billing.bulk import bulk_update_rows
+from billing.bulk import bulk_insert, bulk_update_rows
 from billing.clock import billing_today
 from billing.enums import (
     CreditNoteStatus,
@@ -392,17 +392,25 @@ def payments_begin_many(charges: Sequence[CardCharge], *, actor=None) -> list[Pa
     and invoice locks, in one INSERT each. The caller holds the invoices' row locks and knows
     none has a payment in flight or a payment under its key (the unique constraints say so
     otherwise, rolling the batch back)."""
-    payments = Payment.objects.bulk_create(
-        _card_payment(c.invoice.customer, c.amount, c.invoice.currency, c.method, c.idempotency_key)
-        for c in charges
+    payments = bulk_insert(
+        [
+            _card_payment(
+                c.invoice.customer, c.amount, c.invoice.currency, c.method, c.idempotency_key
+            )
+            for c in charges
+        ]
     )
-    PaymentAllocation.objects.bulk_create(
-        PaymentAllocation(payment=payment, invoice=c.invoice, amount=c.amount)
-        for payment, c in zip(payments, charges, strict=True)
+    bulk_insert(
+        [
+            PaymentAllocation(payment=payment, invoice=c.invoice, amount=c.amount)
+            for payment, c in zip(payments, charges, strict=True)
+        ]
     )
-    InvoicePaymentLock.objects.bulk_create(
-        InvoicePaymentLock(invoice=c.invoice, payment=payment)
-        for payment, c in zip(payments, charges, strict=True)
+    bulk_insert(
+        [
+            InvoicePaymentLock(invoice=c.invoice, payment=payment)
+            for payment, c in zip(payments, charges, strict=True)
+        ]
     )
     events_record_many(
         [
@@ -447,12 +455,17 @@ def payments_record_results_many(
     """Step 3 for a batch, in one transaction: every outcome, receipt numbers in one take, the
     invoices paid settled together. A payment settled meanwhile (reconciled) is left as it is."""
     with transaction.atomic():
-        fresh = {
-            p.pk: p
-            for p in Payment.objects.select_for_update(no_key=True).filter(
-                pk__in=[p.pk for p in payments]
-            )
-        }
+        statuses = dict(
+            Payment.objects.select_for_update(no_key=True)
+            .filter(pk__in=[p.pk for p in payments])
+            .values_list("pk", "status")
+        )
+        # The batch's own objects (step 1 wrote them; only a status change moves a payment
+        # on), unless one moved on meanwhile (reconciled): that one is read afresh.
+        fresh = {p.pk: p for p in payments if statuses[p.pk] == p.status}
+        moved = [pk for pk in statuses if pk not in fresh]
+        if moved:
+            fresh.update(Payment.objects.in_bulk(moved))
         changing = []
         for payment, result in zip(payments, results, strict=True):
             current = fresh[payment.pk]

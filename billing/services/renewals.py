@@ -27,12 +27,10 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from billing.bulk import bulk_update_rows
+from billing.bulk import bulk_insert, bulk_update_rows
 from billing.clock import billing_today
 from billing.enums import DocumentKind, InvoiceKind, PaymentStatus
 from billing.models import (
-    Invoice,
-    InvoiceLine,
     Organization,
     Payment,
     PaymentAllocation,
@@ -142,11 +140,11 @@ def _bill(ids, organization, today, batch: RenewalBatch, actor) -> list[Payment]
     numbers = document_numbers_allocate(kind=DocumentKind.INVOICE, count=len(invoices))
     for invoice, number in zip(invoices, numbers, strict=True):
         invoice_mark_finalized(invoice, number=number, issue_date=today, organization=organization)
-    Invoice.objects.bulk_create(invoices)
+    bulk_insert(invoices)
     for invoice, invoice_lines in zip(invoices, lines, strict=True):
         for line in invoice_lines:
             line.invoice = invoice
-    InvoiceLine.objects.bulk_create(line for invoice_lines in lines for line in invoice_lines)
+    bulk_insert([line for invoice_lines in lines for line in invoice_lines])
 
     now = timezone.now()
     for sub, period in zip(subs, periods, strict=True):

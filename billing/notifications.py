@@ -104,7 +104,9 @@ def queue_for_events(events: list[Event]) -> list[Notification]:
         )
     if not notifications:
         return []
-    created = Notification.objects.bulk_create(notifications)
+    from billing.bulk import bulk_insert
+
+    created = bulk_insert(notifications)
     ids = [notification.pk for notification in created]
     transaction.on_commit(lambda: enqueue_many(ids))
     return created
@@ -142,11 +144,48 @@ def enqueue_many(notification_ids: list[int]) -> None:
         )
 
 
+def recipients_of(customers) -> dict[int, list[str]]:
+    """Each customer's document recipients: its contacts who receive documents, else its own
+    address. One query for any number of customers."""
+    from billing.models import ContactPerson
+
+    contacts: dict[int, list[str]] = {}
+    for customer_id, email in (
+        ContactPerson.objects.filter(
+            customer__in=[c.pk for c in customers], receives_documents=True
+        )
+        .exclude(email="")
+        .values_list("customer_id", "email")
+    ):
+        contacts.setdefault(customer_id, []).append(email)
+    return {c.pk: contacts.get(c.pk) or [c.email] for c in customers}
+
+
 def recipients_for(customer) -> list[str]:
-    contacts = [
-        c.email for c in customer.contacts.filter(receives_documents=True).exclude(email="")
-    ]
-    return contacts or [customer.email]
+    return recipients_of([customer])[customer.pk]
+
+
+@dataclass(frozen=True)
+class EmailBatch:
+    """What a batch of emails shows, read once for the batch instead of once per email: the
+    notifications with their subjects, the organization, each customer's recipients."""
+
+    organization: Organization
+    notifications: dict[int, Notification]
+    recipients: dict[int, list[str]]
+
+
+def email_batch_load(notification_ids: list[int]) -> EmailBatch:
+    """Three queries for a whole batch task's emails (``notification_send`` locks each)."""
+    notifications = Notification.objects.select_related(
+        "customer", "subscription__plan", "invoice", "payment", "payment_method"
+    ).in_bulk(notification_ids)
+    customers = {n.customer_id: n.customer for n in notifications.values()}
+    return EmailBatch(
+        organization=Organization.load(),
+        notifications=notifications,
+        recipients=recipients_of(list(customers.values())),
+    )
 
 
 def _link(name: str, *args) -> str:
@@ -156,21 +195,39 @@ def _link(name: str, *args) -> str:
         return ""
 
 
-def notification_send(*, notification_id: int) -> bool:
-    """Render and send; True if it went out now. A sent notification is never sent again."""
+def notification_send(*, notification_id: int, batch: EmailBatch | None = None) -> bool:
+    """Render and send; True if it went out now. A sent notification is never sent again.
+
+    A batch task passes what ``email_batch_load`` read for all its emails; each email is still
+    locked, re-checked, sent and marked in a transaction of its own."""
     with transaction.atomic():
-        # of=("self",): lock only the notification row; PostgreSQL refuses FOR UPDATE on the
-        # nullable side of the outer joins to the optional subjects (subscription, invoice, …).
-        notification = (
-            Notification.objects.select_for_update(of=("self",))
-            .select_related(
-                "customer", "subscription__plan", "invoice", "payment", "payment_method"
+        if batch is None:
+            # of=("self",): lock only the notification row; PostgreSQL refuses FOR UPDATE on
+            # the nullable side of the outer joins to the optional subjects (subscription, …).
+            notification = (
+                Notification.objects.select_for_update(of=("self",))
+                .select_related(
+                    "customer", "subscription__plan", "invoice", "payment", "payment_method"
+                )
+                .get(pk=notification_id)
             )
-            .get(pk=notification_id)
-        )
+            organization = Organization.load()
+            to = None
+        else:
+            # The lock and the one column that may have moved since the batch was read.
+            locked = list(
+                Notification.objects.select_for_update()
+                .filter(pk=notification_id)
+                .values_list("sent_at", flat=True)
+            )
+            if not locked or notification_id not in batch.notifications:
+                raise Notification.DoesNotExist(f"notification {notification_id} is gone")
+            notification = batch.notifications[notification_id]
+            notification.sent_at = locked[0]
+            organization = batch.organization
+            to = batch.recipients[notification.customer_id]
         if notification.sent_at is not None:
             return False
-        organization = Organization.load()
         context = {
             "organization": organization,
             "customer": notification.customer,
@@ -195,7 +252,7 @@ def notification_send(*, notification_id: int) -> bool:
         }
         kind = KINDS[notification.kind]
         subject = kind.subject.format(**context)
-        to = recipients_for(notification.customer)
+        to = to if to is not None else recipients_for(notification.customer)
         message = EmailMultiAlternatives(
             subject=subject,
             body=render_to_string(f"emails/{kind.template}.txt", context),

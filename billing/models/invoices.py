@@ -11,8 +11,9 @@ from billing.models.base import PublicIdModel, TimeStampedModel, money_field, pe
 class Invoice(PublicIdModel, TimeStampedModel):
     # Assigned from a locked DocumentSequence when finalized; drafts have none.
     number = models.CharField(max_length=40, unique=True, null=True, blank=True)
+    # Indexed by invoice_customer_keyset_idx and invoice_customer_status_idx (customer first).
     customer = models.ForeignKey(
-        "billing.Customer", on_delete=models.PROTECT, related_name="invoices"
+        "billing.Customer", on_delete=models.PROTECT, related_name="invoices", db_index=False
     )
     subscription = models.ForeignKey(
         "billing.Subscription",

@@ -52,8 +52,9 @@ class PaymentMethod(PublicIdModel, TimeStampedModel):
 class Payment(PublicIdModel, TimeStampedModel):
     """Money received (or attempted). Unallocated succeeded amounts are the customer's credit."""
 
+    # Indexed by payment_customer_keyset_idx (customer first).
     customer = models.ForeignKey(
-        "billing.Customer", on_delete=models.PROTECT, related_name="payments"
+        "billing.Customer", on_delete=models.PROTECT, related_name="payments", db_index=False
     )
     amount = money_field()
     currency = models.CharField(max_length=3)
@@ -101,9 +102,15 @@ class Payment(PublicIdModel, TimeStampedModel):
 class PaymentAllocation(models.Model):
     """Part of a payment applied to one invoice. Counts once the payment has succeeded."""
 
-    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="allocations")
+    # Each indexed by the covering index that starts with it (Meta).
+    payment = models.ForeignKey(
+        Payment, on_delete=models.PROTECT, related_name="allocations", db_index=False
+    )
     invoice = models.ForeignKey(
-        "billing.Invoice", on_delete=models.PROTECT, related_name="payment_allocations"
+        "billing.Invoice",
+        on_delete=models.PROTECT,
+        related_name="payment_allocations",
+        db_index=False,
     )
     amount = money_field()
     created_at = models.DateTimeField(auto_now_add=True)

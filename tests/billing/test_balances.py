@@ -160,7 +160,8 @@ def test_customer_balance_any_sequence_of_operations_ledger_adds_up(organization
         assert_ledger_adds_up(customer)
 
 
-def test_customer_balance_worked_example_every_formula_agrees(organization):
+def two_invoices_paid_150():
+    """A customer with invoices of 120.00 and 80.00 and a 150.00 bank transfer applied to them."""
     customer = CustomerFactory()
     first = invoice_create_one_time(
         customer=customer, description="Work", unit_price=Decimal("120.00")
@@ -171,6 +172,11 @@ def test_customer_balance_worked_example_every_formula_agrees(organization):
     payment = payment_record_offline(
         customer=customer, amount=Decimal("150.00"), mode=PaymentMode.BANK_TRANSFER
     )
+    return customer, first, second, payment
+
+
+def test_customer_balance_worked_example_every_formula_agrees(organization):
+    customer, first, second, payment = two_invoices_paid_150()
     credit_note_issue(
         customer=customer, amount=Decimal("20.00"), reason="billing_error", invoice=second
     )
@@ -190,17 +196,8 @@ def test_customer_balance_worked_example_every_formula_agrees(organization):
 
 
 def test_invoice_amounts_stay_right_when_the_query_nests_in_another(organization):
-    customer = CustomerFactory()
-    first = invoice_create_one_time(
-        customer=customer, description="Work", unit_price=Decimal("120.00")
-    )
-    second = invoice_create_one_time(
-        customer=customer, description="Work", unit_price=Decimal("80.00")
-    )
     # Oldest first: 120.00 pays the first, 30.00 goes to the second.
-    payment_record_offline(
-        customer=customer, amount=Decimal("150.00"), mode=PaymentMode.BANK_TRANSFER
-    )
+    customer, first, second, _payment = two_invoices_paid_150()
 
     owing = invoices_with_amounts(Invoice.objects.filter(customer=customer)).filter(
         balance_due__gt=0

@@ -8,11 +8,14 @@ times, then for the preferences and the tabs. A write (``forget``) drops the key
 cache and from the request's memory, so the request that changed a setting sees the change.
 """
 
+import logging
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
 from django.core.cache import cache
+
+logger = logging.getLogger(__name__)
 
 _request_memory: ContextVar[dict[str, Any] | None] = ContextVar("settings_cache", default=None)
 _read_together: list[str] = []
@@ -26,21 +29,29 @@ def read_together(key: str) -> str:
 
 
 def get_or_load(key: str, load: Callable[[], Any], timeout: int) -> Any:
-    """The cached value of ``key``, else ``load()``'s (which is then cached for ``timeout`` s)."""
+    """The cached value of ``key``, else ``load()``'s (which is then cached for ``timeout`` s).
+    An unreachable cache is logged and read around: the value is loaded each time."""
     memory = _request_memory.get()
-    if memory is None:
-        value = cache.get(key)
-    else:
-        if key not in memory:
-            keys = [k for k in _read_together if k not in memory]
-            if key not in keys:
-                keys.append(key)
-            found = cache.get_many(keys)
-            memory.update({k: found.get(k) for k in keys})
-        value = memory[key]
+    try:
+        if memory is None:
+            value = cache.get(key)
+        else:
+            if key not in memory:
+                keys = [k for k in _read_together if k not in memory]
+                if key not in keys:
+                    keys.append(key)
+                found = cache.get_many(keys)
+                memory.update({k: found.get(k) for k in keys})
+            value = memory[key]
+    except Exception:
+        logger.exception("settings cache unreachable")
+        value = None
     if value is None:
         value = load()
-        cache.set(key, value, timeout)
+        try:
+            cache.set(key, value, timeout)
+        except Exception:
+            logger.exception("settings cache unreachable")
         if memory is not None:
             memory[key] = value
     return value
@@ -48,10 +59,21 @@ def get_or_load(key: str, load: Callable[[], Any], timeout: int) -> Any:
 
 def forget(key: str) -> None:
     """Drop ``key`` after a write, here and in the shared cache."""
-    cache.delete(key)
+    try:
+        cache.delete(key)
+    except Exception:  # the entry expires on its own
+        logger.exception("settings cache unreachable")
     memory = _request_memory.get()
     if memory is not None:
         memory.pop(key, None)
+
+
+def drop_local(keys) -> None:
+    """Forget ``keys`` in this request's memory only (the shared cache was just written)."""
+    memory = _request_memory.get()
+    if memory is not None:
+        for key in keys:
+            memory.pop(key, None)
 
 
 class SettingsCacheMiddleware:

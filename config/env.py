@@ -62,6 +62,9 @@ SANDBOX_GATEWAY_LATENCY_MS = env_int("SANDBOX_GATEWAY_LATENCY_MS", 0)
 GATEWAY_CONCURRENCY = env_int("GATEWAY_CONCURRENCY", 16)
 # Due subscriptions (or dunning retries) per job task; one database transaction each.
 BILLING_BATCH_SIZE = env_int("BILLING_BATCH_SIZE", 500)
+# How long a portal page part computed from a customer's books (dashboard, invoice list,
+# statement) stays cached at most; a change to those books replaces it at once. 0: no caching.
+BOOKS_CACHE_SECONDS = env_int("BOOKS_CACHE_SECONDS", 300)
 
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)

@@ -15,6 +15,7 @@ from django.db.models import Model, Q, QuerySet
 from django.http import Http404
 from django.shortcuts import render
 
+from billing.books_cache import books_cached
 from billing.enums import PortalRole
 from billing.models import ContactPerson, Customer
 from portal.models import PortalPreferences
@@ -69,6 +70,10 @@ class Portal:
         if obj is None:
             raise Http404
         return obj
+
+    def cached(self, name: str, vary, compute, *, today):
+        """``compute()``'s value for the books in scope, cached until they change."""
+        return books_cached(self.customer_ids, name, vary, compute, today=today)
 
     def visible_customer(self, pk_or_public_id) -> Customer:
         """A customer of the scope (for a parent: itself or a visible branch), else 404."""

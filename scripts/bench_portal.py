@@ -33,12 +33,15 @@ What it does:
    from loopback and prints p50/p99 latency and requests/s, then the last-page/page-1 p99 ratio.
    Each figure comes with the machine's load average: gunicorn, PostgreSQL and wrk share the
    machine's CPUs, and anything else running skews the figures.
-5. Profiles each page once in this process: its SQL queries, the time in SQL and in total, and
-   the EXPLAIN ANALYZE of its slowest query (every page with ``--explain-all``; otherwise the
+   The pages come from the books cache (billing.books_cache) after the first request, as for a
+   customer looking again at books that did not change; ``--books-cache-seconds 0`` makes every
+   request compute its page, as right after each change.
+5. Profiles each page once in this process, computed (books cache off): its SQL queries, the
+   time in SQL and in total, and the EXPLAIN ANALYZE of its slowest query (every page with ``--explain-all``; otherwise the
    pages that missed a target).
 6. Measures each page's CPU per request single-threaded, in this process (Django's test client,
-   the same settings): the Django process's CPU time and that of its PostgreSQL backend (read
-   from /proc), over ``--cpu-requests`` requests, the best of three rounds. Unlike latency under
+   the same settings), served from the books cache and computed: the Django process's CPU time
+   and that of its PostgreSQL backend (read from /proc), over ``--cpu-requests`` requests, the best of three rounds. Unlike latency under
    load, this hardly moves when other work shares the machine, so it is the figure to compare
    between changes; the load figures need about 2 CPUs / 107 req/s ≈ 19 ms of it per request.
 
@@ -107,6 +110,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379")
     parser.add_argument("--redis-db", type=int, default=12)
     parser.add_argument("--reuse", action="store_true", help="keep an already seeded database")
+    parser.add_argument(
+        "--books-cache-seconds",
+        type=int,
+        default=None,
+        help="BOOKS_CACHE_SECONDS of the server under load (0: every view computes its page)",
+    )
     parser.add_argument("--explain-all", action="store_true", help="EXPLAIN every page")
     return parser.parse_args()
 
@@ -128,6 +137,8 @@ BENCH_ENV = {
     "VAR_DIR": str(VAR_DIR),
     "TIME_ZONE": "UTC",
 }
+if ARGS.books_cache_seconds is not None:
+    BENCH_ENV["BOOKS_CACHE_SECONDS"] = str(ARGS.books_cache_seconds)
 os.environ.update(BENCH_ENV)
 
 
@@ -186,7 +197,7 @@ django.setup()
 
 from allauth.account.models import EmailAddress  # noqa: E402
 from django.db import connection, models  # noqa: E402
-from django.test import Client  # noqa: E402
+from django.test import Client, override_settings  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from psycopg import sql  # noqa: E402
@@ -888,11 +899,15 @@ def main() -> None:
         f"({'ok' if ratio <= LAST_PAGE_RATIO_TARGET else 'MISSED'}; target ≤ {LAST_PAGE_RATIO_TARGET})"
     )
 
-    print("\nOne request per page in this process (no concurrency): where the time goes")
+    print(
+        "\nOne request per page in this process (no concurrency), computed (books cache off):"
+        " where the time goes"
+    )
     session = Session(ARGS.port)
     session.cookies = dict(c.split("=", 1) for c in cookie.split("; "))
     for label, path in pages:
-        p = profile(path, session)
+        with override_settings(BOOKS_CACHE_SECONDS=0):
+            p = profile(path, session)
         print(
             f"  {label}: {p['total_ms']:.1f} ms total, {p['queries']} queries taking "
             f"{p['sql_ms']:.1f} ms (slowest {p['slowest_ms']:.1f} ms), {p['bytes'] / 1024:.0f} KiB"
@@ -905,12 +920,15 @@ def main() -> None:
             )
 
     print("\nCPU per request, single-threaded (best of 3 rounds; PostgreSQL only if on this host)")
+    print("  cached: the books did not change since the last view; computed: they just did")
     for label, path in pages:
-        django_ms, backend_ms = cpu_per_request(path, session)
-        print(
-            f"  {label:<34} Django {django_ms:6.1f} ms + PostgreSQL {backend_ms:5.1f} ms "
-            f"= {django_ms + backend_ms:6.1f} ms"
-        )
+        for mode, seconds in (("cached", 300), ("computed", 0)):
+            with override_settings(BOOKS_CACHE_SECONDS=seconds):
+                django_ms, backend_ms = cpu_per_request(path, session)
+            print(
+                f"  {label:<34} {mode:<8} Django {django_ms:6.1f} ms + PostgreSQL"
+                f" {backend_ms:5.1f} ms = {django_ms + backend_ms:6.1f} ms"
+            )
     shutil.rmtree(VAR_DIR, ignore_errors=True)
 
 

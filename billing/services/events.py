@@ -3,6 +3,7 @@
 from collections.abc import Sequence
 from typing import Any
 
+from billing.books_cache import books_changed, customers_of_events
 from billing.enums import ActorKind
 from billing.models import Event
 
@@ -77,6 +78,7 @@ def event_record(*, notify: bool = True, **fields) -> Event:
     """Append one event (``event_build``'s arguments) and queue the email it calls for."""
     event = event_build(**fields)
     event.save()
+    books_changed(customers_of_events([event]))
     # Emails that report this change go out once, after the transaction commits.
     from billing.notifications import queue_for_event
 
@@ -91,5 +93,6 @@ def events_record_many(events: Sequence[Event]) -> list[Event]:
     from billing.notifications import queue_for_events
 
     created = bulk_insert(events)
+    books_changed(customers_of_events(created))
     queue_for_events(created)
     return created

@@ -328,6 +328,9 @@ PAYMENT_GATEWAY = env.PAYMENT_GATEWAY
 SANDBOX_GATEWAY_LATENCY_MS = env.SANDBOX_GATEWAY_LATENCY_MS
 GATEWAY_CONCURRENCY = env.GATEWAY_CONCURRENCY
 BILLING_BATCH_SIZE = env.BILLING_BATCH_SIZE
+BOOKS_CACHE_SECONDS = env.BOOKS_CACHE_SECONDS
+# Recompute every cache hit and fail when it differs (the test suite: a stale page fails).
+BOOKS_CACHE_VERIFY = False
 
 # ----------------------------------------------------------------------------- logging
 LOGGING = {

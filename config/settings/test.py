@@ -28,6 +28,8 @@ CACHES = {
         "KEY_PREFIX": TEST_DB_NAME,
     }
 }
+# Every cached portal page part is recomputed and compared: a missed invalidation fails the test.
+BOOKS_CACHE_VERIFY = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 CELERY_BROKER_URL = env.CELERY_BROKER_URL or REDIS_URL

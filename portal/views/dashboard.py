@@ -1,4 +1,5 @@
 from django.shortcuts import render
+from django.utils.functional import SimpleLazyObject
 
 from billing import selectors
 from billing.clock import billing_today
@@ -42,7 +43,10 @@ def dashboard(request):
     )
     context = {
         "today": today,
-        "totals": selectors.money_figures(ids, customer_id=portal.customer.pk, today=today),
+        # Lazy, like the querysets: read only when the cached dashboard is out of date.
+        "totals": SimpleLazyObject(
+            lambda: selectors.money_figures(ids, customer_id=portal.customer.pk, today=today)
+        ),
         "renewals": Subscription.objects.filter(customer__in=ids, status__in=RENEWING)
         .select_related("plan", "customer")
         .only(*RENEWAL_FIELDS)
@@ -51,8 +55,10 @@ def dashboard(request):
         "recent_payments": Payment.objects.filter(customer__in=ids, status=PaymentStatus.SUCCEEDED)
         .only("receipt_number", "received_on", "method_label", "amount")
         .order_by("-received_on", "-id")[:5],
-        "chart": billed_and_paid_chart(
-            selectors.monthly_activity(ids, first_month=months[0]), months
+        "chart": SimpleLazyObject(
+            lambda: billed_and_paid_chart(
+                selectors.monthly_activity(ids, first_month=months[0]), months
+            )
         ),
     }
     return render(request, "portal/dashboard.html", context)

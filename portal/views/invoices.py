@@ -12,6 +12,7 @@ from django.core import signing
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils.cache import patch_vary_headers
+from django.utils.functional import SimpleLazyObject
 from django.views.decorators.http import require_http_methods, require_safe
 
 from billing import selectors
@@ -39,7 +40,7 @@ LIST_FIELDS = (
     "due_date",
     "total",
 )
-CURSOR_SALT = "portal.invoices.cursor"
+CURSOR_SIGNER = signing.Signer(salt="portal.invoices.cursor")
 
 
 def _invoices():
@@ -50,7 +51,9 @@ def _invoices():
 
 
 def _cursor(invoice: Invoice) -> str:
-    return signing.dumps([invoice.issue_date.isoformat(), invoice.pk], salt=CURSOR_SALT)
+    # No timestamp in it (unlike signing.dumps): the same page always links the same cursors,
+    # so a cached table equals a freshly rendered one.
+    return CURSOR_SIGNER.sign_object([invoice.issue_date.isoformat(), invoice.pk])
 
 
 def _read_cursor(token: str | None) -> tuple[datetime.date, int] | None:
@@ -58,7 +61,7 @@ def _read_cursor(token: str | None) -> tuple[datetime.date, int] | None:
     if not token:
         return None
     try:
-        day, pk = signing.loads(token, salt=CURSOR_SALT)
+        day, pk = CURSOR_SIGNER.unsign_object(token)
         return datetime.date.fromisoformat(day), int(pk)
     except (signing.BadSignature, ValueError, TypeError):
         return None
@@ -126,17 +129,24 @@ def _pagination(request, rows, *, has_newer: bool, has_older: bool) -> dict:
 @portal_view(preference="show_invoices")
 def invoice_list(request):
     portal = request.portal
-    form = InvoiceFilterForm(request.GET, *_filter_options(portal))
     today = billing_today()
-    invoices = selectors.invoices_of(portal.customer_ids, today=today, **form.filters())
-    rows, has_newer, has_older = selectors.invoice_keyset_page(
-        invoices.select_related("customer").only(*LIST_FIELDS),
-        size=PAGE_SIZE,
-        older_than=_read_cursor(request.GET.get("older")),
-        newer_than=_read_cursor(request.GET.get("newer")),
-    )
-    context = {"form": form, "invoices": rows, "today": today}
-    context.update(_pagination(request, rows, has_newer=has_newer, has_older=has_older))
+    options = portal.cached("invoice-filters", (), lambda: _filter_options(portal), today=today)
+    form = InvoiceFilterForm(request.GET, *options)
+
+    def page() -> dict:
+        invoices = selectors.invoices_of(portal.customer_ids, today=today, **form.filters())
+        rows, has_newer, has_older = selectors.invoice_keyset_page(
+            invoices.select_related("customer").only(*LIST_FIELDS),
+            size=PAGE_SIZE,
+            older_than=_read_cursor(request.GET.get("older")),
+            newer_than=_read_cursor(request.GET.get("newer")),
+        )
+        context = {"invoices": rows}
+        context.update(_pagination(request, rows, has_newer=has_newer, has_older=has_older))
+        return context
+
+    # Read only when the cached table is out of date (the template's bookscache).
+    context = {"form": form, "page": SimpleLazyObject(page), "today": today}
     template = "portal/invoices/list.html"
     response = render(
         request, f"{template}#table" if _partial_requested(request) else template, context

@@ -4,12 +4,14 @@ The page shows the movements ``PAGE_SIZE`` at a time (``?page=``), each page sta
 balance brought forward; the print view and the PDF show them all.
 """
 
+import functools
 import uuid
 from typing import NamedTuple
 
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils.functional import SimpleLazyObject
 
 from billing.clock import billing_today
 from billing.models import Customer, Organization
@@ -81,14 +83,16 @@ def _statement_context(request, *, paged: bool) -> dict:
     chosen = request.GET.get("customer")
     customer = portal.visible_customer(chosen) if chosen else portal.customer
     choices = _customer_choices(portal)
-    form = StatementForm(request.GET or None, today=billing_today(organization), customers=choices)
+    today = billing_today(organization)
+    form = StatementForm(request.GET or None, today=today, customers=choices)
     query = request.GET.copy()
     query.pop("page", None)
     context = {
         "form": form,
         "customer": customer,
         "organization": organization,  # the PDF is rendered without context processors
-        "statement": None,
+        "has_statement": False,
+        "today": today,
         "query": query.urlencode(),  # the statement's selection, without the page
     }
     if form.is_bound and not form.is_valid():
@@ -99,20 +103,32 @@ def _statement_context(request, *, paged: bool) -> dict:
         customers = portal.visible
     else:
         customers = ((customer.pk, customer.display_name),)
-    statement = statement_for(
-        customers=customers,
-        start=start,
-        end=end,
-        currency=organization.base_currency,
-        zone=organization.zone,
-        page=_page_number(request) if paged else 1,
-        page_size=PAGE_SIZE if paged else None,
-    )
-    context["statement"] = statement
-    if paged:
-        context["statement_rows"] = _statement_rows(statement, portal.preferences)
-    if statement.paged:
-        context["pages"] = _page_links(request.path, context["query"], statement)
+
+    def compute():
+        statement = statement_for(
+            customers=customers,
+            start=start,
+            end=end,
+            currency=organization.base_currency,
+            zone=organization.zone,
+            page=_page_number(request) if paged else 1,
+            page_size=PAGE_SIZE if paged else None,
+        )
+        if not paged:
+            return statement, [], {}
+        rows = _statement_rows(statement, portal.preferences)
+        links = _page_links(request.path, context["query"], statement) if statement.paged else {}
+        return statement, rows, links
+
+    context["has_statement"] = True
+    if not paged:
+        context["statement"] = compute()[0]
+        return context
+    # The page reads these only when its cached statement is out of date (bookscache).
+    computed = functools.cache(compute)
+    context["statement"] = SimpleLazyObject(lambda: computed()[0])
+    context["statement_rows"] = SimpleLazyObject(lambda: computed()[1])
+    context["pages"] = SimpleLazyObject(lambda: computed()[2])
     return context
 
 
@@ -152,7 +168,7 @@ def statement(request):
 @portal_view(preference="show_statements")
 def statement_print(request):
     context = _statement_context(request, paged=False)
-    if context["statement"] is None:
+    if not context["has_statement"]:
         return render(request, PAGE, context, status=400)
     return render(request, "portal/statements/print.html", context)
 
@@ -160,8 +176,8 @@ def statement_print(request):
 @portal_view(preference="show_statements")
 def statement_pdf(request) -> HttpResponse:
     context = _statement_context(request, paged=False)
-    statement = context["statement"]
-    if statement is None:
+    if not context["has_statement"]:
         return render(request, PAGE, context, status=400)
+    statement = context["statement"]
     filename = f"statement {context['customer'].display_name} {statement.start} {statement.end}"
     return pdf_response("documents/statement.html", context, filename=filename)

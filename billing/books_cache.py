@@ -1,0 +1,236 @@
+"""Portal pages computed from a customer's books, cached until those books change.
+
+A customer's dashboard, invoice list and statement read thousands of rows, yet between two
+changes to its books every view of them is the same. Each customer has a *version token* in
+the shared cache; anything a page shows is cached under a key made of the tokens of every
+customer it covers, one global token (settings and catalog), the business day, and what the
+page varies on. A write replaces the tokens of the customers it touched once its transaction
+commits, so the next view misses and recomputes; nothing is ever deleted or recomputed eagerly.
+
+Who replaces tokens:
+
+- every Event (rule 1: each service writes one, batch jobs included) for its customer and the
+  customers of the invoice, payment or subscription it is about;
+- a saved or deleted customer-owned row (invoice, payment, credit note, subscription, ...), the
+  safety net for anything saved outside a service (Django admin);
+- a saved or deleted setting or catalog row, for the global token.
+
+Tokens are random, never counters: a token the cache evicted is replaced by a new one, so an
+entry computed under the old token can never be served again. Entries also expire after
+``BOOKS_CACHE_SECONDS``, which bounds what a lost replacement (Redis unreachable at that very
+moment) could show. Unreachable cache: pages are computed as if nothing were cached.
+
+``BOOKS_CACHE_VERIFY`` (the test suite) recomputes every hit and fails loudly when the cached
+value differs, so each test that looks at a page after a change checks the invalidation too.
+"""
+
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from datetime import date
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+
+from billing import settings_cache
+from billing.models import Customer
+
+logger = logging.getLogger(__name__)
+
+GLOBAL_KEY = settings_cache.read_together("books:all")
+TOKEN_SECONDS = 30 * 24 * 3600
+
+
+class StaleBooksCache(AssertionError):
+    """A cached page part differs from a fresh computation (raised only when verifying)."""
+
+
+def _key(customer_id: int) -> str:
+    return f"books:{customer_id}"
+
+
+def _new_token() -> str:
+    return secrets.token_hex(6)
+
+
+def _replace(keys: list[str]) -> None:
+    try:
+        token = _new_token()
+        cache.set_many(dict.fromkeys(keys, token), TOKEN_SECONDS)
+    except Exception:  # the cache is down: entries expire on their own (BOOKS_CACHE_SECONDS)
+        logger.exception("could not replace books cache tokens %s", keys[:10])
+    settings_cache.drop_local(keys)
+
+
+def books_changed(customer_ids: Iterable[int | None]) -> None:
+    """The books of these customers change in the current transaction (now, outside one).
+
+    Their parents' too: a parent's statement and credit carry money that crossed to or from
+    its branches, even a branch it no longer sees."""
+    ids = {pk for pk in customer_ids if pk is not None}
+    if not ids:
+        return
+    parents = Customer.objects.filter(pk__in=ids, parent__isnull=False).values_list(
+        "parent_id", flat=True
+    )
+    ids.update(parents)
+    _replace_twice(sorted(_key(pk) for pk in ids))
+
+
+def _replace_twice(keys: list[str]) -> None:
+    # Now, so this transaction's own later reads (and a test's, which never commits) miss; and
+    # again after commit, since a concurrent request may have cached the books as they were
+    # before the commit under the first replacement.
+    _replace(keys)
+    transaction.on_commit(lambda: _replace(keys))
+
+
+def settings_changed() -> None:
+    """A setting or catalog row every customer's pages may show changes."""
+    _replace_twice([GLOBAL_KEY])
+
+
+def _tokens(customer_ids: Sequence[int]) -> str | None:
+    """The tokens of these customers and the global one, creating missing ones; None when
+    the cache cannot be reached."""
+    keys = [GLOBAL_KEY, *(_key(pk) for pk in customer_ids)]
+    try:
+        memory_global = settings_cache.get_or_load(GLOBAL_KEY, _new_token, TOKEN_SECONDS)
+        found = cache.get_many(keys[1:])
+        found[GLOBAL_KEY] = memory_global
+        for key in keys:
+            if found.get(key) is None:
+                # add, not set: of two requests racing here, both end up with the winner's.
+                cache.add(key, _new_token(), TOKEN_SECONDS)
+                found[key] = cache.get(key)
+    except Exception:
+        logger.exception("books cache unreachable")
+        return None
+    if any(found.get(key) is None for key in keys):
+        return None
+    return ":".join(found[key] for key in keys)
+
+
+def books_cached(
+    customer_ids: Sequence[int],
+    name: str,
+    vary: Sequence[Any],
+    compute: Callable[[], Any],
+    *,
+    today: date,
+) -> Any:
+    """``compute()``'s value for these customers' books as they are now, cached."""
+    seconds = settings.BOOKS_CACHE_SECONDS
+    tokens = _tokens(customer_ids) if seconds > 0 else None
+    if tokens is None:
+        return compute()
+    parts = [name, tokens, today.isoformat(), *map(repr, vary), repr(tuple(customer_ids))]
+    key = (
+        "books:"
+        + name
+        + ":"
+        + hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
+    )
+    try:
+        value = cache.get(key)
+    except Exception:
+        logger.exception("books cache unreachable")
+        return compute()
+    if value is not None:
+        if settings.BOOKS_CACHE_VERIFY and compute() != value:
+            raise StaleBooksCache(f"{name} for customers {list(customer_ids)} is stale")
+        return value
+    value = compute()
+    try:
+        cache.set(key, value, seconds)
+    except Exception:
+        logger.exception("books cache unreachable")
+    return value
+
+
+# ----------------------------------------------------------------------------- who changed
+# Subjects an event or a row may carry, whose customers' books it changes too (a parent's
+# payment settling a branch's invoice).
+_SUBJECTS = ("invoice", "payment", "subscription", "credit_note")
+
+
+def customers_of_events(events: Iterable) -> set[int]:
+    """The customers whose books a batch of events changes: each event's own customer and
+    those of the rows it is about (as loaded: no query)."""
+    ids = set()
+    for event in events:
+        ids.add(event.customer_id)
+        related = event._state.fields_cache
+        for name in _SUBJECTS:
+            subject = related.get(name)
+            if subject is not None:
+                ids.add(subject.customer_id)
+    return ids
+
+
+def _row_changed(sender, instance, **kwargs) -> None:
+    if kwargs.get("raw"):  # loaddata
+        return
+    if isinstance(instance, Customer):
+        ids = {instance.pk, instance.parent_id}
+    elif hasattr(instance, "customer_id"):
+        ids = {instance.customer_id}
+    else:  # a line or an allocation: the customers of the rows it belongs to, as loaded
+        related = instance._state.fields_cache
+        ids = {getattr(related.get(name), "customer_id", None) for name in _SUBJECTS}
+    books_changed(ids)
+
+
+def _setting_changed(sender, instance, **kwargs) -> None:
+    if not kwargs.get("raw"):
+        settings_changed()
+
+
+def connect_signals() -> None:
+    """Saved or deleted rows replace tokens too (AppConfig.ready): the safety net for writes
+    that bypass a service, such as a staff edit in Django admin."""
+    from django.apps import apps
+    from django.db.models.signals import post_delete, post_save
+
+    for label in CUSTOMER_ROWS:
+        model = apps.get_model(label)
+        post_save.connect(_row_changed, sender=model, dispatch_uid=f"books:{label}")
+        post_delete.connect(_row_changed, sender=model, dispatch_uid=f"books-del:{label}")
+    for label in SETTING_ROWS:
+        model = apps.get_model(label)
+        post_save.connect(_setting_changed, sender=model, dispatch_uid=f"books:{label}")
+        post_delete.connect(_setting_changed, sender=model, dispatch_uid=f"books-del:{label}")
+
+
+CUSTOMER_ROWS = (
+    "billing.Customer",
+    "billing.ContactPerson",
+    "billing.Invoice",
+    "billing.InvoiceLine",
+    "billing.CreditNote",
+    "billing.CreditAllocation",
+    "billing.Payment",
+    "billing.PaymentAllocation",
+    "billing.PaymentMethod",
+    "billing.Refund",
+    "billing.Subscription",
+    "billing.SubscriptionAddon",
+    "billing.SubscriptionCoupon",
+    "billing.ScheduledChange",
+)
+SETTING_ROWS = (
+    "billing.Organization",
+    "billing.Product",
+    "billing.Plan",
+    "billing.Addon",
+    "billing.Coupon",
+    "billing.PriceList",
+    "billing.PriceListItem",
+    "billing.CustomerGroup",
+    "billing.DunningPolicy",
+    "portal.PortalPreferences",
+    "portal.WebTab",
+)

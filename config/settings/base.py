@@ -263,7 +263,8 @@ SERVER_EMAIL = env.SERVER_EMAIL
 
 # ----------------------------------------------------------------------------- security
 # Sessions read from the cache (Redis in production) and are kept in the database too.
-SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+# cached_db that keeps serving while Redis is down (accounts/sessions.py).
+SESSION_ENGINE = "accounts.sessions"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_HTTPONLY = True

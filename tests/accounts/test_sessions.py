@@ -8,9 +8,9 @@ import sys
 import pytest
 import time_machine
 from django.conf import settings
-from django.contrib.sessions.backends.cached_db import SessionStore
 from django.test import Client
 
+from accounts.sessions import SessionStore
 from tests.accounts.conftest import (
     OTP_VERIFY,
     PASSWORD,

@@ -12,8 +12,14 @@ Who replaces tokens:
 - every Event (rule 1: each service writes one, batch jobs included) for its customer and the
   customers of the invoice, payment or subscription it is about;
 - a saved or deleted customer-owned row (invoice, payment, credit note, subscription, ...), the
-  safety net for anything saved outside a service (Django admin);
+  safety net for anything saved outside a service (Django admin); a saved customer also for
+  its branches, its parent (former and new) and whoever's money crossed with it;
+- a voided invoice, for whoever paid or credited it (a parent, or a former one);
 - a saved or deleted setting or catalog row, for the global token.
+
+Each change also replaces the parent's token. Only canonical views are cached (the dashboard,
+the unfiltered invoice list's pages, a preset statement's first pages), so the entries per
+customer are bounded whatever query strings a visitor sends.
 
 Tokens are random, never counters: a token the cache evicted is replaced by a new one, so an
 entry computed under the old token can never be served again. Entries also expire after
@@ -117,7 +123,7 @@ def _tokens(customer_ids: Sequence[int]) -> str | None:
 def books_cached(
     customer_ids: Sequence[int],
     name: str,
-    vary: Sequence[Any],
+    vary: Any,
     compute: Callable[[], Any],
     *,
     today: date,
@@ -127,7 +133,7 @@ def books_cached(
     tokens = _tokens(customer_ids) if seconds > 0 else None
     if tokens is None:
         return compute()
-    parts = [name, tokens, today.isoformat(), *map(repr, vary), repr(tuple(customer_ids))]
+    parts = [name, tokens, today.isoformat(), repr(vary), repr(tuple(customer_ids))]
     key = (
         "books:"
         + name
@@ -171,11 +177,45 @@ def customers_of_events(events: Iterable) -> set[int]:
     return ids
 
 
+def money_partners(customer_ids: Iterable[int], *, invoice_id: int | None = None) -> set[int]:
+    """Customers whose money crossed into or out of these customers' books (a parent paying
+    a branch, or a former parent), or only of one invoice: their statements and credit show it."""
+    from billing.models import CreditAllocation, PaymentAllocation
+
+    if invoice_id is not None:
+        payers = PaymentAllocation.objects.filter(invoice_id=invoice_id)
+        creditors = CreditAllocation.objects.filter(invoice_id=invoice_id)
+        return set(payers.values_list("payment__customer_id", flat=True)) | set(
+            creditors.values_list("credit_note__customer_id", flat=True)
+        )
+    ids = list(customer_ids)
+    found = set()
+    for model, owner in (
+        (PaymentAllocation, "payment__customer_id"),
+        (CreditAllocation, "credit_note__customer_id"),
+    ):
+        rows = model.objects.exclude(**{f"{owner}__in": ids}).filter(invoice__customer_id__in=ids)
+        found.update(rows.values_list(owner, flat=True).distinct())
+        rows = model.objects.exclude(invoice__customer_id__in=ids).filter(**{f"{owner}__in": ids})
+        found.update(rows.values_list("invoice__customer_id", flat=True).distinct())
+    return found
+
+
+def _customer_saving(sender, instance, **kwargs) -> None:
+    # The parent it had: that parent's statement names it, and held money it moved.
+    if instance.pk is not None and not kwargs.get("raw"):
+        row = Customer.objects.filter(pk=instance.pk).values_list("parent_id", flat=True)
+        instance._books_former_parent = row.first()
+
+
 def _row_changed(sender, instance, **kwargs) -> None:
     if kwargs.get("raw"):  # loaddata
         return
     if isinstance(instance, Customer):
-        ids = {instance.pk, instance.parent_id}
+        # Its name and family show on its branches', parents' and money partners' pages.
+        ids = {instance.pk, instance.parent_id, getattr(instance, "_books_former_parent", None)}
+        ids.update(Customer.objects.filter(parent_id=instance.pk).values_list("pk", flat=True))
+        ids.update(money_partners([instance.pk]))
     elif hasattr(instance, "customer_id"):
         ids = {instance.customer_id}
     else:  # a line or an allocation: the customers of the rows it belongs to, as loaded
@@ -193,7 +233,9 @@ def connect_signals() -> None:
     """Saved or deleted rows replace tokens too (AppConfig.ready): the safety net for writes
     that bypass a service, such as a staff edit in Django admin."""
     from django.apps import apps
-    from django.db.models.signals import post_delete, post_save
+    from django.db.models.signals import post_delete, post_save, pre_save
+
+    pre_save.connect(_customer_saving, sender=Customer, dispatch_uid="books-pre:customer")
 
     for label in CUSTOMER_ROWS:
         model = apps.get_model(label)

@@ -62,10 +62,12 @@ class SingletonModel(models.Model):
         ]
 
     def save(self, *args, **kwargs):
+        # Registered first, so at commit the cached row is dropped before the pages cached
+        # under the settings' version are (billing.books_cache, on post_save): no page can be
+        # cached anew from the old row. A transaction that rolls back drops nothing it needs.
+        transaction.on_commit(lambda: settings_cache.forget(self.cache_key()))
         super().save(*args, **kwargs)
         settings_cache.forget(self.cache_key())
-        # A transaction that rolls back must not leave its version cached either.
-        transaction.on_commit(lambda: settings_cache.forget(self.cache_key()))
 
     @classmethod
     def cache_key(cls) -> str:

@@ -11,6 +11,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
+from billing.books_cache import books_changed, money_partners
 from billing.clock import billing_today
 from billing.enums import (
     DocumentKind,
@@ -329,6 +330,8 @@ def invoice_void(*, invoice: Invoice, actor=None, reason: str = "") -> Invoice:
         PaymentAttempt.objects.filter(
             invoice=invoice, status=PaymentAttemptStatus.SCHEDULED
         ).update(status=PaymentAttemptStatus.SKIPPED)
+        # Money applied to it goes back to whoever paid it: perhaps a parent, or a former one.
+        books_changed(money_partners((), invoice_id=invoice.pk))
         event_record(
             kind="invoice.voided",
             description=f"Invoice {invoice.number} voided" + (f": {reason}" if reason else ""),

@@ -123,6 +123,9 @@ if env.REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": env.REDIS_URL,
             "KEY_PREFIX": "billing",
+            # A Redis that hangs must not stall a request (or a write waiting to replace a
+            # books token inside its transaction): fail after a second and read around it.
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         }
     }
 else:

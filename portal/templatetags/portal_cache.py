@@ -1,8 +1,10 @@
-"""``{% bookscache "name" vary... %}…{% endbookscache %}``: a part of a portal page computed
-from the signed-in customer's books, cached until those books change (billing.books_cache).
+"""``{% bookscache "name" key %}…{% endbookscache %}``: a part of a portal page computed from
+the signed-in customer's books, cached until those books change (billing.books_cache).
 
 The part is keyed by the customers in scope, the business day (``today`` in the context) and
-the values it varies on: everything else it shows must come from the books or from settings.
+``key``, which the view builds from what the part shows (a page's canonical selection), so a
+visitor cannot mint entries with made-up query strings; ``key`` None renders it uncached (an
+ad-hoc filter). Everything else the part shows must come from the books or from settings.
 Whatever it reads should be lazy (querysets, SimpleLazyObject), so a hit reads nothing.
 Never put a form with a CSRF token inside: the part is shared by the customer's contacts.
 """
@@ -14,16 +16,18 @@ register = template.Library()
 
 
 class BooksCacheNode(template.Node):
-    def __init__(self, nodelist, name, vary):
+    def __init__(self, nodelist, name, key):
         self.nodelist = nodelist
         self.name = name
-        self.vary = vary
+        self.key = key
 
     def render(self, context):
-        portal = context["request"].portal
-        html = portal.cached(
+        key = self.key.resolve(context)
+        if key is None:
+            return self.nodelist.render(context)
+        html = context["request"].portal.cached(
             self.name.resolve(context),
-            [value.resolve(context) for value in self.vary],
+            key,
             lambda: str(self.nodelist.render(context)),
             today=context["today"],
         )
@@ -33,10 +37,8 @@ class BooksCacheNode(template.Node):
 @register.tag
 def bookscache(parser, token):
     bits = token.split_contents()
-    if len(bits) < 2:
-        raise template.TemplateSyntaxError("bookscache needs a name")
+    if len(bits) != 3:
+        raise template.TemplateSyntaxError("usage: {% bookscache name key %}")
     nodelist = parser.parse(("endbookscache",))
     parser.delete_first_token()
-    return BooksCacheNode(
-        nodelist, parser.compile_filter(bits[1]), [parser.compile_filter(b) for b in bits[2:]]
-    )
+    return BooksCacheNode(nodelist, parser.compile_filter(bits[1]), parser.compile_filter(bits[2]))

@@ -43,6 +43,8 @@ def dashboard(request):
     )
     context = {
         "today": today,
+        # What the cached part varies on besides the books: the pay-all button.
+        "books_key": (portal.can_pay, request.path),
         # Lazy, like the querysets: read only when the cached dashboard is out of date.
         "totals": SimpleLazyObject(
             lambda: selectors.money_figures(ids, customer_id=portal.customer.pk, today=today)

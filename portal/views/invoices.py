@@ -125,6 +125,15 @@ def _pagination(request, rows, *, has_newer: bool, has_older: bool) -> dict:
     }
 
 
+def _table_key(request) -> tuple | None:
+    """The unfiltered list's pages are cached, keyed by their (verified) cursors: a bounded
+    set per customer. Filtered views, or unknown parameters, are computed each time."""
+    if not set(request.GET) <= {"older", "newer"}:
+        return None
+    older, newer = request.GET.get("older"), request.GET.get("newer")
+    return (request.path, _read_cursor(older), _read_cursor(newer), bool(older or newer))
+
+
 @require_safe
 @portal_view(preference="show_invoices")
 def invoice_list(request):
@@ -146,7 +155,12 @@ def invoice_list(request):
         return context
 
     # Read only when the cached table is out of date (the template's bookscache).
-    context = {"form": form, "page": SimpleLazyObject(page), "today": today}
+    context = {
+        "form": form,
+        "page": SimpleLazyObject(page),
+        "today": today,
+        "books_key": _table_key(request),
+    }
     template = "portal/invoices/list.html"
     response = render(
         request, f"{template}#table" if _partial_requested(request) else template, context

@@ -12,6 +12,7 @@ from django.http import HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.functional import SimpleLazyObject
+from django.utils.http import urlencode
 
 from billing.clock import billing_today
 from billing.models import Customer, Organization
@@ -22,6 +23,9 @@ from portal.profile_forms import StatementForm
 from portal.statements import PAGE_SIZE, statement_for
 
 PAGE = "portal/statements/statement.html"
+# The statement's query parameters, and how many of its pages are cached (books_cache).
+SELECTION = {"period", "start", "end", "customer", "include_branches", "page"}
+CACHED_PAGES = 20
 # Stands for a public id in a URL reversed once per page, not once per line.
 _ANY_ID = uuid.UUID(int=0)
 
@@ -104,6 +108,21 @@ def _statement_context(request, *, paged: bool) -> dict:
     else:
         customers = ((customer.pk, customer.display_name),)
 
+    page = _page_number(request) if paged else 1
+    period = form.cleaned_data["period"] if form.is_bound else "this_month"
+    link_query = context["query"]
+    context["books_key"] = None
+    # Presets' first pages are cached, keyed by the canonical selection (a bounded set per
+    # customer); custom dates, later pages and unknown parameters are computed each time.
+    if paged and period != "custom" and page <= CACHED_PAGES and set(request.GET) <= SELECTION:
+        canonical = {"period": period}
+        if chosen:
+            canonical["customer"] = str(customer.public_id)
+        if include_branches:
+            canonical["include_branches"] = "on"
+        link_query = urlencode(canonical)
+        context["books_key"] = (request.path, period, customer.pk, include_branches, page)
+
     def compute():
         statement = statement_for(
             customers=customers,
@@ -111,13 +130,13 @@ def _statement_context(request, *, paged: bool) -> dict:
             end=end,
             currency=organization.base_currency,
             zone=organization.zone,
-            page=_page_number(request) if paged else 1,
+            page=page,
             page_size=PAGE_SIZE if paged else None,
         )
         if not paged:
             return statement, [], {}
         rows = _statement_rows(statement, portal.preferences)
-        links = _page_links(request.path, context["query"], statement) if statement.paged else {}
+        links = _page_links(request.path, link_query, statement) if statement.paged else {}
         return statement, rows, links
 
     context["has_statement"] = True

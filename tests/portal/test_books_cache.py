@@ -232,3 +232,67 @@ def test_portal_pages_serve_with_redis_unreachable(client, payer, settings):
     assert outstanding(client) == "USD 80.00"
     assert "INV-0080" in text_of(client.get(INVOICES))
     assert client.get(STATEMENT).status_code == 200
+
+
+def test_renaming_a_parent_shows_on_its_branchs_statement(client, organization, served):
+    parent = CustomerFactory(display_name="Acme Group")
+    branch = CustomerFactory(display_name="Acme Berlin", parent=parent)
+    invoice = InvoiceFactory(customer=branch, subtotal=Decimal("40"))
+    payment = PaymentFactory(customer=parent, amount=Decimal("40.00"))
+    PaymentAllocationFactory(payment=payment, invoice=invoice, amount=Decimal("40.00"))
+    sign_in(client, branch)
+    assert "Paid by Acme Group" in text_of(client.get(STATEMENT))
+
+    parent.display_name = "Acme Holdings"
+    parent.save()  # what Django admin does
+
+    assert "Paid by Acme Holdings" in text_of(client.get(STATEMENT))
+
+
+def test_a_former_parent_sees_its_money_come_back_when_the_invoice_is_voided(
+    client, organization, served
+):
+    parent = CustomerFactory(display_name="Acme Group")
+    branch = CustomerFactory(display_name="Acme Oslo", parent=parent)
+    invoice = InvoiceFactory(customer=branch, subtotal=Decimal("40"))
+    payment = PaymentFactory(customer=parent, amount=Decimal("25.00"))
+    PaymentAllocationFactory(payment=payment, invoice=invoice, amount=Decimal("10.00"))
+    branch.parent = None
+    branch.save()  # detached in Django admin
+    sign_in(client, parent)
+    assert "Unused credit USD 15.00" in text_of(client.get(DASHBOARD))
+
+    invoice_void(invoice=invoice)
+
+    assert "Unused credit USD 25.00" in text_of(client.get(DASHBOARD))
+
+
+def test_detaching_a_branch_shows_on_the_former_parents_pages(client, organization, served):
+    parent = CustomerFactory(display_name="Acme Group")
+    branch = CustomerFactory(display_name="Acme Oslo", parent=parent)
+    InvoiceFactory(customer=branch, subtotal=Decimal("40"), number="INV-0040")
+    sign_in(client, parent)
+    assert outstanding(client) == "USD 40.00"
+
+    branch.parent = None
+    branch.save()
+
+    assert outstanding(client) == "USD 0.00"
+    assert "INV-0040" not in text_of(client.get(INVOICES))
+
+
+def test_only_canonical_views_are_cached_so_query_strings_cannot_flood_the_cache(client, payer):
+    InvoiceFactory.create_batch(3, customer=payer.customer)
+    # Ad-hoc views are computed every time: no entry per made-up query string.
+    for url in (
+        f"{INVOICES}?status=paid",
+        f"{INVOICES}?junk=1",
+        f"{STATEMENT.split('?')[0]}?period=custom&start=2026-01-01&end=2026-01-31",
+        f"{STATEMENT}&junk=1",
+        f"{STATEMENT}&page=21",
+    ):
+        client.get(url)
+        assert invoice_queries(client, url), url
+    # A preset's dates sent along (the htmx form sends them) share the preset's entry.
+    client.get(STATEMENT)
+    assert invoice_queries(client, f"{STATEMENT}&start=2020-01-01&end=2020-01-02") == []

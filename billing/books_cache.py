@@ -33,13 +33,15 @@ value differs, so each test that looks at a page after a change checks the inval
 import hashlib
 import logging
 import secrets
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
-from django.db import transaction
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
+from django.db import connection, transaction
 
 from billing import settings_cache
 from billing.models import Customer
@@ -47,7 +49,10 @@ from billing.models import Customer
 logger = logging.getLogger(__name__)
 
 GLOBAL_KEY = settings_cache.read_together("books:all")
-TOKEN_SECONDS = 30 * 24 * 3600
+# Tokens never expire (a few dozen bytes per customer whose books ever changed): replacing one
+# is then a single MSET for any number of customers, with no EXPIRE per key.
+TOKEN_SECONDS = None
+PARENTS_SQL = "SELECT parent_id FROM billing_customer WHERE parent_id IS NOT NULL AND id = ANY(%s)"
 
 
 class StaleBooksCache(AssertionError):
@@ -62,13 +67,24 @@ def _new_token() -> str:
     return secrets.token_hex(6)
 
 
-def _replace(keys: list[str]) -> None:
+def _replace(keys) -> None:
     try:
-        token = _new_token()
-        cache.set_many(dict.fromkeys(keys, token), TOKEN_SECONDS)
+        _write_tokens(keys, _new_token())
     except Exception:  # the cache is down: entries expire on their own (BOOKS_CACHE_SECONDS)
-        logger.exception("could not replace books cache tokens %s", keys[:10])
+        logger.exception("could not replace books cache tokens %s", list(keys)[:10])
     settings_cache.drop_local(keys)
+
+
+def _write_tokens(keys, token: str) -> None:
+    backend = caches["default"]
+    if not isinstance(backend, RedisCache):
+        backend.set_many(dict.fromkeys(keys, token), TOKEN_SECONDS)
+        return
+    # One MSET of one serialized value: set_many validates each key and pickles each value
+    # again, ~20 ms for the 500 customers of a renewal batch (a fifth of the batch's time).
+    client = backend._cache.get_client(write=True)
+    value = backend._cache._serializer.dumps(token)
+    client.mset({backend.make_key(key): value for key in keys})
 
 
 def books_changed(customer_ids: Iterable[int | None]) -> None:
@@ -79,11 +95,16 @@ def books_changed(customer_ids: Iterable[int | None]) -> None:
     ids = {pk for pk in customer_ids if pk is not None}
     if not ids:
         return
-    parents = Customer.objects.filter(pk__in=ids, parent__isnull=False).values_list(
-        "parent_id", flat=True
-    )
-    ids.update(parents)
-    _replace_twice(sorted(_key(pk) for pk in ids))
+    # One array parameter: the ORM's IN (…) would bind each of a batch's 500 ids.
+    with connection.cursor() as cursor:
+        cursor.execute(PARENTS_SQL, [list(ids)])
+        ids.update(parent for (parent,) in cursor.fetchall())
+    _replace_twice([_key(pk) for pk in ids])
+
+
+# Keys replaced in this thread's open transaction, replaced again once it commits: one MSET
+# at commit for everything a batch changed, however many events it recorded.
+_pending = threading.local()
 
 
 def _replace_twice(keys: list[str]) -> None:
@@ -91,7 +112,22 @@ def _replace_twice(keys: list[str]) -> None:
     # again after commit, since a concurrent request may have cached the books as they were
     # before the commit under the first replacement.
     _replace(keys)
-    transaction.on_commit(lambda: _replace(keys))
+    if not transaction.get_connection().in_atomic_block:
+        return
+    pending = getattr(_pending, "keys", None)
+    if pending is None:
+        pending = _pending.keys = set()
+    pending.update(keys)
+    # Registered each time (a rolled-back savepoint drops its own callbacks); the first to
+    # run takes every pending key, the others find nothing left.
+    transaction.on_commit(_replace_pending)
+
+
+def _replace_pending() -> None:
+    keys = getattr(_pending, "keys", None)
+    if keys:
+        _pending.keys = None
+        _replace(keys)
 
 
 def settings_changed() -> None:

@@ -95,11 +95,18 @@ def books_changed(customer_ids: Iterable[int | None]) -> None:
     ids = {pk for pk in customer_ids if pk is not None}
     if not ids:
         return
+    ids.update(_parents_of(ids))
+    _replace_twice([_key(pk) for pk in ids])
+
+
+def _parents_of(ids: set[int]) -> list[int]:
+    if connection.vendor != "postgresql":  # the demo's SQLite has no arrays
+        parents = Customer.objects.filter(pk__in=ids, parent__isnull=False)
+        return list(parents.values_list("parent_id", flat=True))
     # One array parameter: the ORM's IN (…) would bind each of a batch's 500 ids.
     with connection.cursor() as cursor:
         cursor.execute(PARENTS_SQL, [list(ids)])
-        ids.update(parent for (parent,) in cursor.fetchall())
-    _replace_twice([_key(pk) for pk in ids])
+        return [parent for (parent,) in cursor.fetchall()]
 
 
 # Keys replaced in this thread's open transaction, replaced again once it commits: one MSET

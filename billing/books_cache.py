@@ -4,13 +4,14 @@ A customer's dashboard, invoice list and statement read thousands of rows, yet b
 changes to its books every view of them is the same. Each customer has a *version token* in
 the shared cache; anything a page shows is cached under a key made of the tokens of every
 customer it covers, one global token (settings and catalog), the business day, and what the
-page varies on. A write replaces the tokens of the customers it touched once its transaction
-commits, so the next view misses and recomputes; nothing is ever deleted or recomputed eagerly.
+page varies on. A write replaces the tokens of the customers it touched as it writes and again
+once its transaction commits, so the next view misses and recomputes; nothing is ever deleted
+or recomputed eagerly.
 
 Who replaces tokens:
 
 - every Event (rule 1: each service writes one, batch jobs included) for its customer and the
-  customers of the invoice, payment or subscription it is about;
+  customers of the invoice, payment, subscription or credit note it is about;
 - a saved or deleted customer-owned row (invoice, payment, credit note, subscription, ...), the
   safety net for anything saved outside a service (Django admin); a saved customer also for
   its branches, its parent (former and new) and whoever's money crossed with it;

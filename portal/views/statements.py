@@ -123,8 +123,8 @@ def _statement_context(request, *, paged: bool) -> dict:
         link_query = urlencode(canonical)
         context["books_key"] = (request.path, period, customer.pk, include_branches, page)
 
-    def compute():
-        statement = statement_for(
+    def compute_statement():
+        return statement_for(
             customers=customers,
             start=start,
             end=end,
@@ -133,21 +133,23 @@ def _statement_context(request, *, paged: bool) -> dict:
             page=page,
             page_size=PAGE_SIZE if paged else None,
         )
-        if not paged:
-            return statement, [], {}
+
+    context["has_statement"] = True
+    if not paged:
+        context["statement"] = compute_statement()
+        return context
+
+    @functools.cache
+    def sheet():
+        statement = compute_statement()
         rows = _statement_rows(statement, portal.preferences)
         links = _page_links(request.path, link_query, statement) if statement.paged else {}
         return statement, rows, links
 
-    context["has_statement"] = True
-    if not paged:
-        context["statement"] = compute()[0]
-        return context
     # The page reads these only when its cached statement is out of date (bookscache).
-    computed = functools.cache(compute)
-    context["statement"] = SimpleLazyObject(lambda: computed()[0])
-    context["statement_rows"] = SimpleLazyObject(lambda: computed()[1])
-    context["pages"] = SimpleLazyObject(lambda: computed()[2])
+    context["statement"] = SimpleLazyObject(lambda: sheet()[0])
+    context["statement_rows"] = SimpleLazyObject(lambda: sheet()[1])
+    context["pages"] = SimpleLazyObject(lambda: sheet()[2])
     return context
 
 

@@ -17,8 +17,11 @@ What it does, against the PostgreSQL and Redis the tests use (both must be runni
    goes, queries per renewal.
 4. Starts ``--workers`` (2) worker processes, ``celery -A config worker --pool solo``, and fans
    the renewals out exactly as the tick does (batches of ids on the queue). Prints renewals/s
-   (invoice, lines, charge through the sandbox gateway, payment, next date), then how long the
-   emails the renewals queued took to go out.
+   (invoice, lines, charge through the sandbox gateway, payment, next date) and the CPU per
+   renewal of the workers and of the rest of the machine (PostgreSQL, Redis, this script).
+   Where PostgreSQL loads ``pg_stat_statements`` (``shared_preload_libraries``), it also prints
+   PostgreSQL's execution time per renewal by statement. Then how long the emails the renewals
+   queued took to go out (``--renewals-only`` stops before that).
 5. Fans out the D dunning retries the same way: retries/s.
 6. Reruns: a tick-style fan-out (finds nothing due) and a replay of every batch already run
    (as a redelivery would): prints the new invoices and charges, which must be 0.

@@ -63,6 +63,11 @@ def parse_args() -> argparse.Namespace:
         "--profile-only", action="store_true", help="stop after profiling the inline batches"
     )
     parser.add_argument(
+        "--sql-floor",
+        action="store_true",
+        help="time PostgreSQL alone writing a renewal's rows in set-based SQL, then stop",
+    )
+    parser.add_argument(
         "--renewals-only", action="store_true", help="stop after the renewals (no emails, retries)"
     )
     parser.add_argument("--database", default="bench_billing")
@@ -141,8 +146,10 @@ from billing.models import (  # noqa: E402
     Customer,
     DocumentSequence,
     DunningPolicy,
+    Event,
     Invoice,
     InvoiceLine,
+    InvoicePaymentLock,
     Notification,
     Organization,
     Payment,
@@ -738,6 +745,179 @@ def counts() -> dict[str, int]:
     }
 
 
+def sql_floor(count: int) -> None:
+    """What PostgreSQL alone spends on the rows of ``count`` renewals: each step is one
+    set-based statement over seeded paid renewals (no Python per row, one session, nothing else
+    running), all in one transaction that is rolled back. Foreign keys are checked where the
+    steps say so rather than at commit; the commit itself (the WAL flush) is not timed. The
+    event, email and ledger rows are copies of those the profiled batch wrote."""
+    quote = connection.ops.quote_name
+
+    def copy(model, source: str, **overrides: str) -> str:
+        """INSERT rows like ``source``'s (a query over the model's table), some columns changed."""
+        fields = [f for f in model._meta.concrete_fields if f.attname != "id"]
+        columns = ", ".join(quote(f.column) for f in fields)
+        values = ", ".join(overrides.get(f.column, f"s.{quote(f.column)}") for f in fields)
+        table = quote(model._meta.db_table)
+        # Only this script's constant SQL and the models' own names: no outside input.
+        return f"INSERT INTO {table} ({columns}) SELECT {values} FROM ({source}) s"  # noqa: S608
+
+    now = {"created_at": "now()", "updated_at": "now()"}
+    uses = {"invoice_id": "s.new_invoice", "payment_id": "s.new_payment"}
+    steps = [
+        (
+            "invoice",
+            copy(
+                Invoice,
+                "SELECT i.* FROM billing_invoice i JOIN floor_map m ON m.invoice = i.id",
+                **now,
+                number="s.number || '-floor'",
+                public_id="gen_random_uuid()",
+                period_start="s.period_start + 3650",
+                status="'open'",
+                paid_at="NULL",
+            ),
+        ),
+        (
+            "",
+            """UPDATE floor_map m SET new_invoice = n.id FROM billing_invoice o, billing_invoice n
+            WHERE o.id = m.invoice AND n.number = o.number || '-floor'""",
+        ),
+        (
+            "invoice line",
+            copy(
+                InvoiceLine,
+                """SELECT l.*, m.new_invoice FROM billing_invoiceline l
+            JOIN floor_map m ON m.invoice = l.invoice_id""",
+                invoice_id="s.new_invoice",
+            ),
+        ),
+        (
+            "payment (pending)",
+            copy(
+                Payment,
+                "SELECT p.* FROM billing_payment p JOIN floor_map m ON m.payment = p.id",
+                **now,
+                public_id="gen_random_uuid()",
+                status="'pending'",
+                receipt_number="NULL",
+                idempotency_key="s.idempotency_key || '-floor'",
+            ),
+        ),
+        (
+            "",
+            """UPDATE floor_map m SET new_payment = n.id FROM billing_payment o, billing_payment n
+            WHERE o.id = m.payment AND n.idempotency_key = o.idempotency_key || '-floor'""",
+        ),
+        (
+            "allocation",
+            copy(
+                PaymentAllocation,
+                """SELECT a.*, m.new_payment, m.new_invoice
+            FROM billing_paymentallocation a JOIN floor_map m ON m.payment = a.payment_id""",
+                **uses,
+                created_at="now()",
+            ),
+        ),
+        (
+            "payment lock",
+            copy(
+                InvoicePaymentLock,
+                "SELECT new_invoice, new_payment FROM floor_map",
+                **uses,
+                created_at="now()",
+            ),
+        ),
+        (
+            "subscription's next term",
+            """UPDATE billing_subscription t
+            SET current_term_start = current_term_end, current_term_end = current_term_end + 30,
+                updated_at = now()
+            FROM floor_map m WHERE t.id = m.subscription""",
+        ),
+        (
+            "payment succeeded",
+            """UPDATE billing_payment t SET status = 'succeeded',
+                processed_at = now(), receipt_number = 'R-floor-' || t.id, updated_at = now()
+            FROM floor_map m WHERE t.id = m.new_payment""",
+        ),
+        (
+            "payment lock released",
+            """DELETE FROM billing_invoicepaymentlock t USING floor_map m
+            WHERE t.payment_id = m.new_payment""",
+        ),
+        (
+            "invoice paid",
+            """UPDATE billing_invoice t SET status = 'paid', paid_at = now(),
+                updated_at = now()
+            FROM floor_map m WHERE t.id = m.new_invoice""",
+        ),
+        ("foreign keys of the rows above", "SET CONSTRAINTS ALL IMMEDIATE"),
+        (
+            "gateway ledger row",
+            copy(
+                SandboxCharge,
+                """SELECT c.*, gen_random_uuid()::text AS k
+            FROM (SELECT * FROM billing_sandboxcharge LIMIT 1) c, floor_map""",
+                idempotency_key="s.k",
+                reference="s.k",
+                created_at="now()",
+            ),
+        ),
+        (
+            "5 events, foreign keys checked",
+            copy(
+                Event,
+                """SELECT e.*, m.new_invoice, m.new_payment, m.subscription
+            FROM (SELECT * FROM billing_event ORDER BY id DESC LIMIT 1) e, floor_map m,
+                 generate_series(1, 5)""",
+                **uses,
+                subscription_id="s.subscription",
+                created_at="now()",
+            ),
+        ),
+        (
+            "2 emails, foreign keys checked",
+            copy(
+                Notification,
+                """SELECT n.*, m.new_invoice, m.new_payment, m.subscription, g
+            FROM (SELECT * FROM billing_notification ORDER BY id DESC LIMIT 1) n, floor_map m,
+                 generate_series(1, 2) g""",
+                **uses,
+                subscription_id="s.subscription",
+                created_at="now()",
+                sent_at="NULL",
+                key="'floor-' || s.new_invoice || '-' || s.g",
+            ),
+        ),
+    ]
+    timed = []
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            """CREATE TEMP TABLE floor_map ON COMMIT DROP AS
+            SELECT DISTINCT ON (i.subscription_id) i.id AS invoice,
+                   i.subscription_id AS subscription, a.payment_id AS payment,
+                   NULL::bigint AS new_invoice, NULL::bigint AS new_payment
+            FROM billing_invoice i JOIN billing_paymentallocation a ON a.invoice_id = i.id
+            WHERE i.kind = 'recurring' AND i.status = 'paid'
+            ORDER BY i.subscription_id, i.id DESC LIMIT %s""",
+            [count],
+        )
+        for label, statement in steps:
+            started = time.perf_counter()
+            cursor.execute(statement)
+            if label:
+                timed.append((label, time.perf_counter() - started))
+        transaction.set_rollback(True)
+    print(
+        f"\nPostgreSQL alone writing the rows of {count:,} renewals (set-based SQL, rolled back):"
+    )
+    for label, seconds in timed:
+        print(f"  {label:32} {seconds / count * 1000:6.3f} ms per renewal")
+    total = sum(seconds for _, seconds in timed)
+    print(f"  {'in all':32} {total / count * 1000:6.3f} ms per renewal")
+
+
 def main() -> None:
     count = ARGS.subscriptions
     dunning = ARGS.dunning if ARGS.dunning is not None else min(10_000, max(1, count // 10))
@@ -756,6 +936,11 @@ def main() -> None:
     if profiled:
         profile_batch(profiled)
         profile_dunning(ARGS.profile_batch // 2)
+    if ARGS.sql_floor:
+        if not profiled:
+            raise SystemExit("--sql-floor copies the profiled batch's rows: --profile-batch > 0")
+        sql_floor(min(10_000, count))
+        return
     if ARGS.profile_only:
         return
     connection.close()

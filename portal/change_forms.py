@@ -17,6 +17,7 @@ from decimal import Decimal
 from django import forms
 from django.core.validators import RegexValidator
 from django.db.models import Exists, OuterRef, Q
+from django.views.decorators.debug import sensitive_variables
 
 from billing.clock import billing_today
 from billing.enums import AddonKind, ChangeTiming
@@ -399,6 +400,7 @@ class CardPaymentForm(forms.Form):
             self._clean_card(cleaned)
         return cleaned
 
+    @sensitive_variables("cleaned", "digits", "cvc")
     def _clean_card(self, cleaned: dict) -> None:
         digits = (cleaned.get("number") or "").replace(" ", "").replace("-", "")
         if not (digits.isascii() and digits.isdigit() and 12 <= len(digits) <= 19):
@@ -421,6 +423,7 @@ class CardPaymentForm(forms.Form):
     def saved_card(self) -> PaymentMethod | None:
         return self.cards.get(self.cleaned_data.get("method") or "")
 
+    @sensitive_variables("data")
     def card_details(self) -> dict:
         """Keyword arguments for billing.services.payment_methods.payment_method_add."""
         data = self.cleaned_data

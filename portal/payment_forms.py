@@ -8,6 +8,7 @@ import re
 
 from django import forms
 from django.core.validators import RegexValidator
+from django.views.decorators.debug import sensitive_variables
 
 from billing.clock import billing_today
 from billing.enums import PaymentStatus
@@ -66,6 +67,7 @@ class CardForm(forms.Form):
             self.clean_card(cleaned)
         return cleaned
 
+    @sensitive_variables("cleaned", "digits", "cvc")
     def clean_card(self, cleaned: dict) -> None:
         digits = (cleaned.get("number") or "").replace(" ", "").replace("-", "")
         if not (digits.isascii() and digits.isdigit() and 12 <= len(digits) <= 19):
@@ -81,6 +83,7 @@ class CardForm(forms.Form):
         if not (cvc.isascii() and cvc.isdigit() and 3 <= len(cvc) <= 4):
             self.add_error("cvc", "Enter the 3 or 4 digits on the back of the card.")
 
+    @sensitive_variables("data")
     def card_details(self) -> dict:
         """Keyword arguments for billing.services.payment_methods.payment_method_add."""
         data = self.cleaned_data
@@ -127,12 +130,19 @@ class PayForm(CardForm):
         help_text="It becomes your default card and pays your subscriptions automatically.",
     )
 
-    def __init__(self, *args, cards=(), charge_needed=True, can_save=True, **kwargs):
+    def __init__(
+        self, *args, cards=(), charge_needed=True, can_save=True, saving_allowed=True, **kwargs
+    ):
+        """``saving_allowed``: the merchant lets customers keep cards (without it the form has
+        no such choice); ``can_save``: this sign-in is recent enough to save one."""
         super().__init__(*args, **kwargs)
         self.cards = {str(card.public_id): card for card in cards}
         self.fields["method"].choices = [*card_choices(cards), (NEW_CARD, "A new card")]
         self.charge_needed = charge_needed
-        self.can_save = can_save
+        self.saving_allowed = saving_allowed
+        self.can_save = can_save and saving_allowed
+        if not saving_allowed:
+            del self.fields["save_card"]
         if not self.is_bound:
             default = next((c for c in cards if c.is_default), None)
             self.initial.setdefault(

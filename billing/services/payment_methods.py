@@ -5,6 +5,7 @@ only the token, brand, last 4 and expiry are stored.
 """
 
 from django.db import transaction
+from django.views.decorators.debug import sensitive_variables
 
 from billing.enums import PaymentStatus, SubscriptionStatus
 from billing.errors import NotAllowed, PaymentInProgress
@@ -24,6 +25,7 @@ CHARGEABLE_STATUSES = (
 )
 
 
+@sensitive_variables("number", "cvc")
 def payment_method_add(
     *,
     customer: Customer,

@@ -174,6 +174,7 @@ def _pay_form(request, checkout, cards, *, data=None, chosen=None) -> PayForm:
         cards=cards,
         charge_needed=checkout.charge_total > 0,
         can_save=recently_authenticated(request),
+        saving_allowed=request.portal.preferences.allow_payment_method_changes,
     )
 
 
@@ -224,7 +225,7 @@ def _confirm(request, checkout, form, invoices, cards, context):
             idempotency_key=form.cleaned_data["idempotency_key"],
             actor=request.user,
         )
-        if one_off is not None and form.cleaned_data["save_card"]:
+        if one_off is not None and form.cleaned_data.get("save_card"):
             _save_card_after_success(request, form, payment, one_off)
     finally:
         if one_off is not None:

@@ -2,17 +2,19 @@
 happens to the subscriptions that pay with them."""
 
 import json
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
 from django.db import connection, models
+from django.views.debug import ExceptionReporter
 
 from billing.enums import SubscriptionStatus
 from billing.errors import NotAllowed, PaymentInProgress
 from billing.gateways import CardInvalid
-from billing.models import Event, Payment, PaymentMethod, SandboxCard, Subscription
+from billing.models import Customer, Event, Payment, PaymentMethod, SandboxCard, Subscription
 from billing.services.invoices import invoice_create_one_time
 from billing.services.payment_methods import (
     payment_method_add,
@@ -134,6 +136,32 @@ def test_payment_method_add_no_card_number_or_cvc_stored_anywhere(customer):
                 typed = isinstance(field, models.CharField | models.TextField | models.JSONField)
                 if typed and field.name not in random_ids:
                     assert CVC not in text, (model, field.name)
+
+
+def test_payment_method_add_failure_report_hides_card_number_and_cvc(customer):
+    """A failure after the card reached the service (here: the customer was deleted meanwhile)
+    reports the service's frame without the number or CVC it was given."""
+    Customer.objects.filter(pk=customer.pk).delete()
+    try:
+        add_card(customer, VISA)
+    except Customer.DoesNotExist:
+        reporter = ExceptionReporter(None, *sys.exc_info())
+    else:
+        pytest.fail("the card was saved for a deleted customer")
+
+    frames = reporter.get_traceback_data()["frames"]
+    service = next(f for f in frames if f["function"] == "payment_method_add")
+    shown = dict(service["vars"])
+    assert shown["number"] == shown["cvc"] == "'********************'"
+    assert shown["exp_year"] == "2031"  # the frame's other values are still shown
+    # Nor does any other frame of the application (the test's own helper holds the number).
+    ours = [
+        f
+        for f in frames
+        if "/tests/" not in f["filename"] and "/site-packages/" not in f["filename"]
+    ]
+    assert service in ours
+    assert not [f["function"] for f in ours for _, value in f["vars"] if VISA in value]
 
 
 # ----------------------------------------------------------------------------- default

@@ -155,6 +155,27 @@ def test_pay_with_new_card_not_saved_keeps_no_card(client, payer):
     assert Payment.objects.get().method_label == "Visa •••• 4242"
 
 
+def test_pay_with_card_changes_switched_off_offers_no_saving_and_keeps_no_card(client, payer):
+    old = saved_card(payer.customer)
+    subscription = SubscriptionFactory(customer=payer.customer, payment_method=old)
+    invoice = InvoiceFactory(customer=payer.customer)
+    set_preference(allow_payment_method_changes=False)
+    reauthenticate(client)
+
+    page = text_of(client.get(pay_url(invoice)))
+    assert "Save this card" not in page and "confirm it's you" not in page
+    # A crafted post asking to save it anyway pays, and keeps nothing.
+    response, _ = confirm(client, pay_url(invoice), **new_card("5555555555554444", save_card="on"))
+
+    assert response.status_code == 302
+    invoice.refresh_from_db()
+    assert invoice.status == InvoiceStatus.PAID
+    assert list(PaymentMethod.objects.filter(customer=payer.customer)) == [old]
+    old.refresh_from_db()
+    subscription.refresh_from_db()
+    assert old.is_default and subscription.payment_method == old
+
+
 def test_pay_saving_card_without_recent_login_is_refused_and_charges_nothing(client, payer):
     invoice = InvoiceFactory(customer=payer.customer)
 

@@ -17,6 +17,7 @@ from django.utils import timezone
 from billing.bulk import bulk_update_rows
 from billing.clock import billing_today
 from billing.enums import (
+    ActorKind,
     AddonKind,
     CancelReason,
     ChangeTiming,
@@ -62,7 +63,12 @@ from billing.pricing import (
 )
 from billing.proration import prorate
 from billing.selectors import customer_credit_balance, invoice_balance, invoices_with_amounts
-from billing.services.events import event_build, event_record, events_record_many
+from billing.services.events import (
+    actor_kind_for,
+    event_build,
+    event_record,
+    events_record_many,
+)
 
 S = SubscriptionStatus
 ACTIVE_TERM_STATUSES = (S.LIVE, S.NON_RENEWING, S.PAST_DUE)
@@ -1544,12 +1550,24 @@ def subscription_cancel(
     return outcome
 
 
+def merchant_cancelled(sub: Subscription) -> bool:
+    """Cancelled (or to be) by the merchant: theirs to undo, not the customer's."""
+    return sub.cancel_reason == CancelReason.MERCHANT
+
+
+def _refuse_customer_undoing_merchant(sub: Subscription, actor) -> None:
+    if merchant_cancelled(sub) and actor_kind_for(actor) == ActorKind.CUSTOMER:
+        raise NotAllowed("We cancelled this subscription: please contact us to keep it.")
+
+
 def subscription_cancel_undo(*, subscription: Subscription, actor=None) -> Subscription:
-    """Remove a scheduled cancellation (non-renewing → live, or a trial's)."""
+    """Remove a scheduled cancellation (non-renewing → live, or a trial's); a customer cannot
+    remove one the merchant made."""
     with transaction.atomic():
         sub = _lock(subscription)
         if sub.cancel_at is None or sub.status not in (S.NON_RENEWING, S.IN_TRIAL):
             raise InvalidTransition("There is no scheduled cancellation to undo.")
+        _refuse_customer_undoing_merchant(sub, actor)
         before = sub.status
         if sub.status == S.NON_RENEWING:
             _set_status(sub, S.LIVE)
@@ -1596,6 +1614,7 @@ def subscription_reactivate(
         sub = _lock(subscription)
         if sub.status not in (S.CANCELLED, S.EXPIRED):
             raise InvalidTransition("Only a cancelled or expired subscription can be reactivated.")
+        _refuse_customer_undoing_merchant(sub, actor)
         book = _book(sub.customer)
         config = configuration_of(sub)
         if not sub.plan.active:

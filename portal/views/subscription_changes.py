@@ -57,6 +57,7 @@ from billing.services.subscriptions import (
     ChargesSummary,
     Outcome,
     change_is_upgrade,
+    merchant_cancelled,
     reactivation_is_in_term,
     subscription_change,
     subscription_reactivate,
@@ -349,7 +350,8 @@ class Reactivation(PaidFlow):
 
     def __init__(self, request, subscription: Subscription):
         preferences = request.portal.preferences
-        self.possible = subscription.status in REACTIVATABLE
+        self.merchant_cancelled = merchant_cancelled(subscription)
+        self.possible = subscription.status in REACTIVATABLE and not self.merchant_cancelled
         self.in_term = self.possible and reactivation_is_in_term(subscription, billing_today())
         self.require_payment = preferences.reactivation_requires_payment
         unpaid = _unpaid(subscription) if self.in_term else []

@@ -51,6 +51,7 @@ from billing.services.payment_methods import CHARGEABLE_STATUSES
 from billing.services.subscriptions import (
     ChangeRequest,
     ChargesSummary,
+    merchant_cancelled,
     reactivation_is_in_term,
     subscription_cancel,
     subscription_cancel_undo,
@@ -270,14 +271,18 @@ def available_actions(portal, sub: Subscription) -> dict[str, bool]:
         and expired_trial
         and sub.trial_extensions_used < prefs.trial_extension_limit,
         "cancel": bool(cancel_timings(prefs, sub)),
-        "undo_cancel": sub.cancel_at is not None and sub.status in (S.NON_RENEWING, S.IN_TRIAL),
+        "undo_cancel": sub.cancel_at is not None
+        and sub.status in (S.NON_RENEWING, S.IN_TRIAL)
+        and not merchant_cancelled(sub),
         "pause": prefs.allow_pause and sub.status == S.LIVE,
         "change_resume": prefs.allow_pause and sub.status == S.PAUSED,
         "remove_pause": sub.status == S.LIVE and sub.pause_at is not None,
         "resume": prefs.allow_pause and sub.status == S.PAUSED,
         "auto_charge": prefs.allow_auto_charge_toggle and sub.status in CHARGEABLE_STATUSES,
         "change": sub.status in (S.LIVE, S.NON_RENEWING, S.IN_TRIAL),
-        "reactivate": prefs.allow_reactivation and sub.status in (S.CANCELLED, S.EXPIRED),
+        "reactivate": prefs.allow_reactivation
+        and sub.status in (S.CANCELLED, S.EXPIRED)
+        and not merchant_cancelled(sub),
     }
 
 

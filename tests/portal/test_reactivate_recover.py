@@ -18,6 +18,7 @@ from django.urls import reverse
 
 from billing.enums import CancelReason, ChangeTiming, InvoiceKind, InvoiceStatus, PaymentStatus
 from billing.enums import SubscriptionStatus as S
+from billing.errors import NotAllowed
 from billing.models import (
     CreditNote,
     Event,
@@ -32,8 +33,18 @@ from billing.notifications import notification_send
 from billing.selectors import invoice_balance
 from billing.services.dunning import dunning_final_action
 from billing.services.payment_methods import payment_method_add
-from billing.services.subscriptions import subscription_cancel, subscription_create
-from tests.factories import CustomerFactory, PlanFactory, ProductFactory, SubscriptionFactory
+from billing.services.subscriptions import (
+    subscription_cancel,
+    subscription_create,
+    subscription_reactivate,
+)
+from tests.factories import (
+    CustomerFactory,
+    PlanFactory,
+    ProductFactory,
+    SubscriptionFactory,
+    UserFactory,
+)
 from tests.portal.payments_support import (
     hidden_value,
     reauthenticate,
@@ -383,6 +394,32 @@ def test_reactivate_live_subscription_has_nothing_to_reactivate(client, admin, p
     assert 'data-testid="flow-unavailable"' in page.content.decode()
     assert response.status_code == 200
     assert state(sub) == before
+
+
+def test_reactivate_merchants_cancellation_is_refused_staff_may(client, admin, plans, travel):
+    travel(START)
+    card(admin.customer)
+    sub = subscription_create(customer=admin.customer, plan=plans["pro"]).subscription
+    travel(START + datetime.timedelta(days=2))
+    subscription_cancel(subscription=sub, timing=ChangeTiming.NOW, reason=CancelReason.MERCHANT)
+    travel(D(2026, 6, 10))
+    before = state(sub)
+
+    detail = client.get(reverse("portal:subscription_detail", args=[sub.public_id])).text
+    page = client.get(reactivate_url(sub))
+    response = client.post(
+        reactivate_url(sub), {"figures": "x", "idempotency_key": "pay_" + "0" * 32}
+    )
+
+    assert 'data-testid="merchant-cancelled"' in detail and reactivate_url(sub) not in detail
+    assert "We cancelled this subscription: please contact us to restore it." in text_of(page)
+    assert response.status_code == 200
+    assert state(sub) == before
+    with pytest.raises(NotAllowed):
+        subscription_reactivate(subscription=sub, actor=admin.user)
+    assert state(sub) == before
+    subscription_reactivate(subscription=sub, actor=UserFactory(staff=True))
+    assert Subscription.objects.get(pk=sub.pk).status == S.LIVE
 
 
 def test_reactivate_preference_off_is_404(client, admin, plans, travel):

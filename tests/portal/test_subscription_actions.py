@@ -24,12 +24,19 @@ from billing.models import (
 from billing.notifications import notification_send
 from billing.services.subscriptions import (
     subscription_cancel,
+    subscription_cancel_undo,
     subscription_create,
     subscription_pause,
     subscription_pause_schedule,
 )
 from portal.models import RetentionOffer
-from tests.factories import CouponFactory, CustomerFactory, PlanFactory, SubscriptionFactory
+from tests.factories import (
+    CouponFactory,
+    CustomerFactory,
+    PlanFactory,
+    SubscriptionFactory,
+    UserFactory,
+)
 from tests.helpers import login_verified
 from tests.portal.payments_support import (
     reauthenticate,
@@ -655,6 +662,25 @@ def test_undo_scheduled_cancellation_keeps_the_subscription(client, admin, live)
     assert live.status == S.LIVE and live.cancel_at is None
     (event,) = events(live, "subscription.cancel_unscheduled")
     assert event.actor_user == admin.user
+
+
+def test_undo_of_the_merchants_scheduled_cancellation_is_refused_staff_may(client, admin, live):
+    subscription_cancel(subscription=live, timing="term_end", reason=CancelReason.MERCHANT)
+    page = client.get(url("subscription_detail", live))
+    assert "Keep my subscription" not in page.text
+    assert "We cancelled it: please contact us to keep it." in text_of(page)
+
+    client.post(url("subscription_cancel_undo", live), {"once": "a" * 32})
+
+    assert "We cancelled this subscription: please contact us to keep it." in messages_of(
+        client, live
+    )
+    live.refresh_from_db()
+    assert live.status == S.NON_RENEWING and live.cancel_at is not None
+    assert not events(live, "subscription.cancel_unscheduled")
+    subscription_cancel_undo(subscription=live, actor=UserFactory(staff=True))
+    live.refresh_from_db()
+    assert live.status == S.LIVE and live.cancel_at is None
 
 
 def test_undo_without_scheduled_cancellation_says_why_not(client, admin, live):

@@ -26,8 +26,10 @@ from tests.factories import (
     PaymentAllocationFactory,
     PaymentFactory,
     RefundFactory,
+    SubscriptionFactory,
 )
 from tests.helpers import login_verified
+from tests.portal.payments_support import set_preference
 
 URL = reverse("portal:dashboard")
 D = Decimal
@@ -122,6 +124,32 @@ def test_dashboard_shows_the_figures_to_the_cent(client, family):
     assert re.search(rf'data-testid="outstanding">USD {outstanding:,.2f}<', text)
     assert re.search(rf'data-testid="overdue">USD {overdue:,.2f}<', text)
     assert re.search(rf'data-testid="credit">USD {customer_credit_balance(parent):,.2f}<', text)
+
+
+@pytest.mark.parametrize(
+    ("preference", "heading", "row"),
+    [
+        ("show_invoices", "Recent invoices", "INV-DASH-1"),
+        ("show_payments", "Recent payments", "RCT-DASH-1"),
+        ("show_subscriptions", "Next renewals", "Dashboard Pro"),
+    ],
+)
+def test_dashboard_leaves_out_the_modules_switched_off(
+    client, organization, preference, heading, row
+):
+    customer = CustomerFactory()
+    InvoiceFactory(customer=customer, number="INV-DASH-1")
+    PaymentFactory(customer=customer, receipt_number="RCT-DASH-1")
+    SubscriptionFactory(customer=customer, plan__name="Dashboard Pro")
+    login_verified(client, ContactPersonFactory(customer=customer, with_login=True).user)
+    shown = client.get(URL).text
+    assert heading in shown and row in shown
+
+    set_preference(**{preference: False})
+    hidden = client.get(URL).text
+
+    assert heading not in hidden and row not in hidden
+    assert 'data-testid="outstanding"' in hidden
 
 
 def test_chart_months_bars_and_description_are_formatted_once():

@@ -664,8 +664,14 @@ def test_undo_scheduled_cancellation_keeps_the_subscription(client, admin, live)
     assert event.actor_user == admin.user
 
 
-def test_undo_of_the_merchants_scheduled_cancellation_is_refused_staff_may(client, admin, live):
-    subscription_cancel(subscription=live, timing="term_end", reason=CancelReason.MERCHANT)
+def test_undo_of_the_merchants_scheduled_cancellation_is_refused_staff_may(
+    client, admin, live, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        subscription_cancel(subscription=live, timing="term_end", reason=CancelReason.MERCHANT)
+    send_queued_emails()
+    (email,) = [m for m in mail.outbox if "will not renew" in m.body]
+    assert "Please contact us" in email.body and "undo" not in email.body
     page = client.get(url("subscription_detail", live))
     assert "Keep my subscription" not in page.text
     assert "We cancelled it: please contact us to keep it." in text_of(page)
